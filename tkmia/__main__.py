@@ -1,0 +1,5 @@
+import sys
+
+from tkmia.cli import main
+
+sys.exit(main())
