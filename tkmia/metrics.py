@@ -1,0 +1,221 @@
+"""Top-k multi-label measures, batched over samples (book chapter "Measures").
+
+Every function takes ``scores`` (N, C) real-valued (logits) and, where needed, ``labels`` (N, C)
+in {0, 1}, and returns one value per sample, shape (N,); averaging is the caller's choice. No
+function loops over samples in Python; all run on the device of their inputs.
+
+Tie rule (used everywhere in tkmia): labels are ranked by descending score with a *stable* sort,
+so among equal scores the lower label index ranks first. :func:`ranking` is the single place
+that implements it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ranking",
+    "topk_indices",
+    "topk_mask",
+    "ranks",
+    "precision_at_k",
+    "map_at_k",
+    "ndcg_at_k",
+    "topk_accuracy",
+    "delta_n",
+    "measures",
+    "MEASURES",
+]
+
+#: Names of the per-sample measures returned by :func:`measures`.
+MEASURES = ("topk_accuracy", "precision_at_k", "map_at_k", "ndcg_at_k")
+
+
+def _check_scores(scores: Tensor, name: str = "scores") -> None:
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, C), got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
+
+
+def _check_k(k: int, num_classes: int, upper: int | None = None) -> None:
+    upper = num_classes if upper is None else upper
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if not 1 <= k <= upper:
+        raise ValueError(f"k must be in [1, {upper}] for C = {num_classes} labels, got k = {k}")
+
+
+def _check_labels(labels: Tensor, scores: Tensor, name: str = "labels") -> Tensor:
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.shape != scores.shape:
+        raise ValueError(
+            f"{name} must have the shape of scores {tuple(scores.shape)}, got {tuple(labels.shape)}"
+        )
+    if labels.device != scores.device:
+        raise ValueError(f"{name} is on {labels.device} but scores is on {scores.device}")
+    binary = labels.bool()
+    if not torch.equal(binary.to(labels.dtype), labels):
+        raise ValueError(f"{name} must hold only 0 and 1")
+    return binary
+
+
+def ranking(scores: Tensor) -> Tensor:
+    """Label indices sorted by descending score, ties broken by lower label index first.
+
+    Shape: scores (N, C) -> (N, C) long; ``ranking(scores)[n, 0]`` is sample n's top label.
+    """
+    _check_scores(scores)
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices
+
+
+def topk_indices(scores: Tensor, k: int) -> Tensor:
+    """The k highest-scoring labels of each sample, best first (tie rule of :func:`ranking`).
+
+    Shape: scores (N, C) -> (N, k) long.
+
+    Example:
+        >>> topk_indices(torch.tensor([[0.1, 0.9, 0.9, 0.3]]), 2)
+        tensor([[1, 2]])
+    """
+    _check_scores(scores)
+    _check_k(k, scores.shape[1])
+    return ranking(scores)[:, :k]
+
+
+def topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Boolean membership of the top-k set T_k. Shape: (N, C) -> (N, C) bool."""
+    idx = topk_indices(scores, k)
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    return mask.scatter_(1, idx, True)
+
+
+def ranks(scores: Tensor) -> Tensor:
+    """Rank of every label, 1 for the top label (tie rule of :func:`ranking`).
+
+    Shape: (N, C) -> (N, C) long.
+    """
+    order = ranking(scores)
+    positions = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def _relevance_at_top(scores: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Relevance (N, k) float of the labels ranked 1..k, and |Y| (N,) float."""
+    _check_scores(scores)
+    _check_k(k, scores.shape[1])
+    truth = _check_labels(labels, scores)
+    rel = truth.gather(1, ranking(scores)[:, :k]).to(scores.dtype)
+    return rel, truth.sum(1).to(scores.dtype)
+
+
+def _precision(rel: Tensor, k: int) -> Tensor:
+    return rel.sum(1) / k
+
+
+def _average_precision(rel: Tensor, num_true: Tensor, k: int) -> Tensor:
+    positions = torch.arange(1, k + 1, device=rel.device, dtype=rel.dtype)
+    precision_at_j = rel.cumsum(1) / positions
+    denom = num_true.clamp(max=k)
+    total = (precision_at_j * rel).sum(1)
+    return torch.where(denom > 0, total / denom.clamp(min=1), torch.zeros_like(total))
+
+
+def _ndcg(rel: Tensor, num_true: Tensor, k: int) -> Tensor:
+    positions = torch.arange(1, k + 1, device=rel.device, dtype=rel.dtype)
+    discount = 1.0 / torch.log2(positions + 1.0)
+    dcg = (rel * discount).sum(1)
+    ideal_count = num_true.clamp(max=k).long()
+    cumulative = torch.cat([discount.new_zeros(1), discount.cumsum(0)])
+    idcg = cumulative[ideal_count]
+    return torch.where(idcg > 0, dcg / idcg.clamp(min=1e-12), torch.zeros_like(dcg))
+
+
+def _accuracy(scores: Tensor, labels: Tensor, k: int) -> Tensor:
+    truth = labels.bool()
+    in_top = topk_mask(scores, k)
+    num_true = truth.sum(1)
+    all_true_in_top = ~(truth & ~in_top).any(1)  # Y ⊆ T_k
+    top_all_true = ~(in_top & ~truth).any(1)  # T_k ⊆ Y
+    return torch.where(num_true < k, all_true_in_top, top_all_true).to(scores.dtype)
+
+
+def precision_at_k(scores: Tensor, labels: Tensor, k: int) -> Tensor:
+    """P@k = |T_k ∩ Y| / k per sample.
+
+    Shape: scores, labels (N, C) -> (N,).
+
+    Example:
+        >>> precision_at_k(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[1.0, 0.0, 1.0]]), 2)
+        tensor([0.5000])
+    """
+    rel, _ = _relevance_at_top(scores, labels, k)
+    return _precision(rel, k)
+
+
+def map_at_k(scores: Tensor, labels: Tensor, k: int) -> Tensor:
+    """mAP@k = (1 / min(|Y|, k)) Σ_{j≤k} P@j · 1[rank-j label ∈ Y] (the reference's definition).
+
+    A sample with no true label scores 0. Shape: (N, C) -> (N,).
+    """
+    rel, num_true = _relevance_at_top(scores, labels, k)
+    return _average_precision(rel, num_true, k)
+
+
+def ndcg_at_k(scores: Tensor, labels: Tensor, k: int) -> Tensor:
+    """NDCG@k with binary gains, discount 1/log2(j + 1) and ideal DCG over min(|Y|, k) labels.
+
+    Ties follow :func:`ranking` (sklearn's ``ndcg_score`` averages gains over tied scores
+    instead; the two agree on tie-free scores). A sample with no true label scores 0.
+    Shape: (N, C) -> (N,).
+    """
+    rel, num_true = _relevance_at_top(scores, labels, k)
+    return _ndcg(rel, num_true, k)
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> Tensor:
+    """Top-k accuracy of the reference: 1[Y ⊆ T_k] if k > |Y|, else 1[T_k ⊆ Y].
+
+    Shape: (N, C) -> (N,) float in {0, 1}.
+    """
+    _check_scores(scores)
+    _check_k(k, scores.shape[1])
+    _check_labels(labels, scores)
+    return _accuracy(scores, labels, k)
+
+
+def delta_n(clean_scores: Tensor, adv_scores: Tensor, specified: Tensor, k: int) -> Tensor:
+    """ΔN = |S ∩ T_k(x)| − |S ∩ T_k(x + ε)|: specified labels pushed out of the top-k.
+
+    Shape: clean_scores, adv_scores, specified (N, C) -> (N,) long.
+    """
+    _check_scores(clean_scores, "clean_scores")
+    _check_scores(adv_scores, "adv_scores")
+    if adv_scores.shape != clean_scores.shape:
+        raise ValueError(
+            f"adv_scores must have the shape of clean_scores {tuple(clean_scores.shape)}, "
+            f"got {tuple(adv_scores.shape)}"
+        )
+    _check_k(k, clean_scores.shape[1])
+    spec = _check_labels(specified, clean_scores, "specified")
+    before = (topk_mask(clean_scores, k) & spec).sum(1)
+    after = (topk_mask(adv_scores, k) & spec).sum(1)
+    return before - after
+
+
+def measures(scores: Tensor, labels: Tensor, k: int) -> dict[str, Tensor]:
+    """All four measures of :data:`MEASURES` at once, sharing one sort.
+
+    Returns a dict name -> (N,) tensor.
+    """
+    rel, num_true = _relevance_at_top(scores, labels, k)
+    return {
+        "topk_accuracy": _accuracy(scores, labels, k),
+        "precision_at_k": _precision(rel, k),
+        "map_at_k": _average_precision(rel, num_true, k),
+        "ndcg_at_k": _ndcg(rel, num_true, k),
+    }
