@@ -1,0 +1,266 @@
+"""The batched engine through TkMIA: success re-verified, freezing, determinism, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tkmia.attacks import TkMIA
+from tkmia.metrics import delta_n, topk_mask
+from tkmia.relaxation import tkmia_loss
+from tkmia.selection import GlobalSelection, RandomSelection, Specification
+
+C = 8
+
+
+def small_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, C),
+    )
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def case():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(24, 3, 8, 8, generator=gen)
+    labels = (torch.rand(24, C, generator=gen) < 0.6).float()
+    return small_model(), images, labels
+
+
+@pytest.fixture(scope="module")
+def result(case):
+    model, images, labels = case
+    return TkMIA(model, 3, lr=0.05, max_iter=60)(images, labels, GlobalSelection([0, 1, 2, 3]))
+
+
+def test_some_samples_are_eligible_and_succeed(result):
+    assert result.eligible.sum() >= 5
+    assert result.success.sum() >= 3
+    assert not (result.success & ~result.eligible).any()
+
+
+def test_every_success_reverified_from_adv_images(case, result):
+    model, images, labels = case
+    with torch.no_grad():
+        scores = model(result.adv_images)
+    torch.testing.assert_close(scores, result.adv_scores, atol=1e-5, rtol=1e-5)
+    dn = delta_n(result.clean_scores, scores, result.specified.float(), 3)
+    assert torch.equal(result.success, result.eligible & (dn >= result.required))
+    in_top_after = topk_mask(scores, 3) & result.specified
+    assert not in_top_after[result.success].any()  # global rule: every specified label left
+
+
+def test_adv_images_in_box_and_clean_where_not_attacked(case, result):
+    _, images, _ = case
+    assert result.adv_images.shape == images.shape
+    assert result.adv_images.min() >= 0 and result.adv_images.max() <= 1
+    untouched = ~result.eligible
+    assert torch.equal(result.adv_images[untouched], images[untouched])
+    assert (result.iterations[untouched] == 0).all()
+    assert (result.perturbation_l2[untouched] == 0).all()
+
+
+def test_perturbation_units(case, result):
+    _, images, _ = case
+    l2 = (result.adv_images - images).flatten(1).norm(dim=1)
+    torch.testing.assert_close(result.perturbation_l2, l2)
+    torch.testing.assert_close(result.perturbation_l2_255, l2 * 255)
+
+
+def test_imperceptible_means_success_and_unchanged_measures(result):
+    clean, adv = result.clean_measures(), result.adv_measures()
+    same = torch.ones_like(result.success)
+    for key in ("precision_at_k", "map_at_k", "ndcg_at_k"):
+        same &= (clean[key] - adv[key]).abs() < 1e-6
+    assert torch.equal(result.imperceptible, result.success & same)
+
+
+def test_exact_parametrisation_reproduces_the_clean_image(case, result):
+    model, images, _ = case
+    with torch.no_grad():
+        torch.testing.assert_close(result.clean_scores, model(images), atol=1e-5, rtol=1e-5)
+
+
+def test_reference_parametrisation_distorts_the_clean_image(case):
+    model, images, labels = case
+    ref = TkMIA(model, 3, lr=0.05, max_iter=0, parametrisation="reference")
+    out = ref(images, labels, GlobalSelection([0, 1, 2, 3]))
+    with torch.no_grad():
+        distorted = model(0.5 + 0.5 * torch.tanh(2 * images - 1))
+    torch.testing.assert_close(out.clean_scores, distorted, atol=1e-5, rtol=1e-5)
+    assert (out.clean_scores - model(images)).abs().max() > 1e-3
+
+
+def test_samples_successful_at_step_zero_cost_no_step(case):
+    model, images, labels = case
+    with torch.no_grad():
+        scores = model(images)
+    # specify, for every sample, one true label that is outside its top-3: ΔN ≥ 0 holds at once
+    outside = (labels.bool() & ~topk_mask(scores, 3)).float()
+    first = torch.zeros_like(outside)
+    has = outside.sum(1) > 0
+    first[has, outside[has].argmax(1)] = 1
+    out = TkMIA(model, 3, lr=0.05, max_iter=50)(images[has], labels[has], first[has])
+    assert out.success.all() and (out.required == 0).all()
+    assert (out.iterations == 0).all()
+    assert torch.equal(out.adv_images, images[has])
+
+
+def test_frozen_samples_do_not_change_afterwards(case, result):
+    model, images, labels = case
+    longer = TkMIA(model, 3, lr=0.05, max_iter=120, record_history=True)(
+        images, labels, GlobalSelection([0, 1, 2, 3])
+    )
+    done = result.success
+    assert torch.equal(longer.adv_images[done], result.adv_images[done])
+    assert torch.equal(longer.iterations[done], result.iterations[done])
+    # after its success iteration a sample is no longer in the forward pass: NaN in the history
+    for row in done.nonzero().flatten().tolist():
+        it = int(longer.iterations[row])
+        assert torch.isnan(longer.history["scores"][it:, row]).all()
+        if it > 0:
+            assert torch.isfinite(longer.history["scores"][it - 1, row]).all()
+
+
+def test_batched_equals_one_sample_at_a_time(case, result):
+    model, images, labels = case
+    attack = TkMIA(model, 3, lr=0.05, max_iter=60)
+    for row in result.eligible.nonzero().flatten()[:4].tolist():
+        single = attack(images[row : row + 1], labels[row : row + 1], GlobalSelection([0, 1, 2, 3]))
+        assert single.success.item() == result.success[row].item()
+        assert single.iterations.item() == result.iterations[row].item()
+        torch.testing.assert_close(single.adv_images[0], result.adv_images[row], atol=1e-5, rtol=0)
+
+
+def test_two_runs_with_one_seed_are_identical(case):
+    model, images, labels = case
+    runs = [
+        TkMIA(model, 3, lr=0.05, max_iter=30)(images, labels, RandomSelection(2, 1, seed=7))
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0].adv_images, runs[1].adv_images)
+    assert torch.equal(runs[0].specified, runs[1].specified)
+    assert torch.equal(runs[0].iterations, runs[1].iterations)
+
+
+def test_update_is_torch_sgd_with_momentum_and_weight_decay(case):
+    """Three steps of the engine equal torch.optim.SGD on w − w0 with weight decay."""
+    model, images, labels = case
+    x, y = images[:2], labels[:2]
+    spec = Specification(
+        specified=y.bool() & (torch.arange(C) < 4),
+        eligible=torch.tensor([True, True]),
+        required=torch.tensor([99, 99]),  # unreachable: no sample freezes
+    )
+    out = TkMIA(model, 3, lr=0.03, max_iter=3, weight_decay=0.5)(x, y, spec)
+    w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+    offset = x - (0.5 + 0.5 * torch.tanh(w0))
+    delta = torch.zeros_like(x, requires_grad=True)
+    opt = torch.optim.SGD([delta], lr=0.03, momentum=0.9, weight_decay=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        adv = (0.5 + 0.5 * torch.tanh(w0 + delta) + offset).clamp(0, 1)
+        tkmia_loss(model(adv), y, spec.specified.float(), 3).sum().backward()
+        opt.step()
+    expected = (0.5 + 0.5 * torch.tanh(w0 + delta.detach()) + offset).clamp(0, 1)
+    torch.testing.assert_close(out.adv_images, expected, atol=1e-6, rtol=0)
+    assert (out.iterations == 3).all() and not out.success.any()
+    torch.testing.assert_close(out.tanh_space_l2, delta.detach().flatten(1).norm(dim=1))
+
+
+def test_gradient_lambda_mode_starts_from_the_closed_form(case):
+    model, images, labels = case
+    sel = GlobalSelection([0, 1, 2, 3])
+    closed = TkMIA(model, 3, lr=0.05, max_iter=20, record_history=True)(images, labels, sel)
+    grad = TkMIA(model, 3, lr=0.05, max_iter=20, record_history=True, lambda_mode="gradient")(
+        images, labels, sel
+    )
+    rows = closed.eligible & (closed.iterations > 0)
+    torch.testing.assert_close(grad.history["loss"][0, rows], closed.history["loss"][0, rows])
+    assert grad.success.sum() > 0
+
+
+def test_model_mode_restored(case):
+    model, images, labels = case
+    model.train()
+    TkMIA(model, 3, lr=0.05, max_iter=2)(images, labels, GlobalSelection([0]))
+    assert model.training
+    model.eval()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _call(images=None, labels=None, specified=None, **kw):
+    model = small_model()
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(4, 3, 8, 8, generator=gen) if images is None else images
+    labels = torch.ones(4, C) if labels is None else labels
+    specified = GlobalSelection([0, 1]) if specified is None else specified
+    params = {"lr": 0.01, "max_iter": 2, **kw}
+    k = params.pop("k", 3)
+    return TkMIA(model, k, **params)(images, labels, specified)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k": 0}, "k must be"),
+        ({"k": C}, "k must be in"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"max_iter": -1}, "max_iter must be >= 0"),
+        ({"max_iter": 2.5}, "max_iter must be an int"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"box": (1.0, 0.0)}, "box must be a pair"),
+        ({"lambda_mode": "adam"}, "lambda_mode must be one of"),
+        ({"parametrisation": "tanh"}, "parametrisation must be one of"),
+        ({"labels": torch.ones(3, C)}, "labels must have shape"),
+        ({"labels": torch.full((4, C), 0.5)}, "only 0 and 1"),
+        ({"images": torch.rand(4, 8, 8)}, r"images must have shape \(N, 3, H, W\)"),
+        ({"images": torch.rand(4, 3, 8, 8) + 1.0}, "images must lie in box"),
+        ({"images": torch.full((4, 3, 8, 8), float("nan"))}, "finite"),
+        ({"specified": torch.ones(4, C + 1)}, "specified must have the shape"),
+        ({"specified": "vehicles"}, "specified must be an"),
+    ],
+)
+def test_bad_input_raises_named_error(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        _call(**kwargs)
+
+
+def test_specified_label_not_in_labels_is_an_error():
+    labels = torch.zeros(4, C)
+    labels[:, :4] = 1
+    specified = torch.zeros(4, C)
+    specified[2, 6] = 1
+    with pytest.raises(ValueError, match="sample 2 specifies \\[6\\]"):
+        _call(labels=labels, specified=specified)
+
+
+def test_eligible_sample_with_empty_specified_set_is_an_error():
+    spec = Specification(torch.zeros(4, C, dtype=torch.bool), torch.ones(4, dtype=torch.bool),
+                         torch.ones(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="non-empty specified set"):
+        _call(specified=spec)
+
+
+def test_model_on_another_device_is_an_error():
+    model = small_model().to("meta")  # a device other than the images' one, testable without a GPU
+    with pytest.raises(ValueError, match="model is on meta"):
+        TkMIA(model, 3, lr=0.01, max_iter=1)(torch.rand(2, 3, 8, 8), torch.ones(2, C), GlobalSelection([0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_images_with_cpu_model_is_an_error_and_cuda_runs():
+    model = small_model()
+    images, labels = torch.rand(4, 3, 8, 8).cuda(), torch.ones(4, C).cuda()
+    with pytest.raises(ValueError, match="model is on"):
+        TkMIA(model, 3, lr=0.01, max_iter=1)(images, labels, GlobalSelection([0]))
+    out = TkMIA(model.cuda(), 3, lr=0.01, max_iter=5)(images, labels, GlobalSelection([0]))
+    assert out.adv_images.is_cuda

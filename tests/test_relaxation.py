@@ -1,0 +1,169 @@
+"""The ATk relaxation and TkMIA's loss: slow definitions and the properties PAPER.md states."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tkmia import relaxation as rx
+from tkmia.metrics import topk_mask
+
+finite = st.floats(-50, 50, allow_nan=False, allow_infinity=False, width=32)
+
+
+@st.composite
+def vectors(draw, min_size=1, max_size=12):
+    values = draw(st.lists(finite, min_size=min_size, max_size=max_size))
+    m = draw(st.integers(1, len(values)))
+    return torch.tensor(values, dtype=torch.float64), m
+
+
+def slow_kth_largest(v, m):
+    return sorted(v.tolist(), reverse=True)[m - 1]
+
+
+def slow_atk(v, m):
+    return sum(sorted(v.tolist(), reverse=True)[:m]) / m
+
+
+@settings(max_examples=200, deadline=None)
+@given(vectors())
+def test_kth_largest_and_atk_match_sorted_definitions(case):
+    v, m = case
+    assert rx.kth_largest(v, m).item() == pytest.approx(slow_kth_largest(v, m))
+    assert rx.average_top_k(v, m).item() == pytest.approx(slow_atk(v, m), abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(vectors())
+def test_kth_largest_bounded_by_atk(case):
+    v, m = case
+    assert rx.kth_largest(v, m) <= rx.average_top_k(v, m) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(vectors(), st.lists(finite, min_size=1, max_size=20))
+def test_atk_is_the_minimum_of_the_variational_form(case, lambdas):
+    v, m = case
+    atk = rx.average_top_k(v, m)
+    lam_star = rx.atk_minimiser(v, m)
+    assert rx.atk_variational(v, m, lam_star).item() == pytest.approx(atk.item(), abs=1e-9)
+    for lam in lambdas:  # every other λ gives an upper bound
+        assert rx.atk_variational(v, m, lam) >= atk - 1e-9
+    # and a fine grid over the range of v attains no lower value
+    grid = torch.linspace(float(v.min()) - 1, float(v.max()) + 1, 2001, dtype=torch.float64)
+    on_grid = rx.atk_variational(v.expand(len(grid), -1), m, grid)
+    assert on_grid.min() >= atk - 1e-9
+
+
+def test_atk_batched_over_leading_dimensions():
+    v = torch.randn(4, 5, 7, generator=torch.Generator().manual_seed(0))
+    out = rx.average_top_k(v, 3)
+    assert out.shape == (4, 5)
+    assert out[2, 1].item() == pytest.approx(slow_atk(v[2, 1], 3))
+
+
+# ----------------------------------------------------------------------------- TkMIA's loss
+
+
+def slow_tkmia_loss(f, y, s, k):
+    """Direct transcription of PAPER.md: ATk_{C−k}(a) + ATk_k(b), per sample."""
+    c = len(f)
+    spec = [j for j in range(c) if s[j]]
+    rest = [j for j in range(c) if y[j] and not s[j]]
+    a = [max(f[i] for i in spec) - f[j] for j in range(c)] if spec else [0.0] * c
+    b = [f[j] - min(f[i] for i in rest) for j in range(c)] if rest else [0.0] * c
+    return sum(sorted(a, reverse=True)[: c - k]) / (c - k) + sum(sorted(b, reverse=True)[:k]) / k
+
+
+@st.composite
+def loss_cases(draw):
+    c = draw(st.integers(3, 10))
+    n = draw(st.integers(1, 5))
+    k = draw(st.integers(1, c - 1))
+    rows = []
+    for _ in range(n):
+        f = draw(st.lists(finite, min_size=c, max_size=c))
+        y = draw(st.lists(st.integers(0, 1), min_size=c, max_size=c))
+        s = [yi * draw(st.integers(0, 1)) for yi in y]
+        rows.append((f, y, s))
+    f, y, s = (torch.tensor([r[i] for r in rows], dtype=torch.float64) for i in range(3))
+    return f, y, s, k
+
+
+@settings(max_examples=200, deadline=None)
+@given(loss_cases())
+def test_tkmia_loss_matches_slow_definition(case):
+    f, y, s, k = case
+    fast = rx.tkmia_loss(f, y, s, k)
+    slow = [slow_tkmia_loss(fi.tolist(), yi.tolist(), si.tolist(), k) for fi, yi, si in zip(f, y, s)]
+    torch.testing.assert_close(fast, torch.tensor(slow, dtype=torch.float64), atol=1e-6, rtol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(loss_cases(), st.floats(0, 1), st.integers(0, 2**16))
+def test_tkmia_loss_convex_in_the_scores(case, t, seed):
+    """Midpoint (and any-point) inequality L(t f + (1−t) g) ≤ t L(f) + (1−t) L(g)."""
+    f, y, s, k = case
+    g = torch.randn(f.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 10
+    mix = rx.tkmia_loss(t * f + (1 - t) * g, y, s, k)
+    bound = t * rx.tkmia_loss(f, y, s, k) + (1 - t) * rx.tkmia_loss(g, y, s, k)
+    assert (mix <= bound + 1e-6).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(loss_cases())
+def test_sub_goal_terms_bound_the_rank_conditions(case):
+    """a_[C−k] ≤ ATk_{C−k}(a) and a_[C−k] ≤ 0 ⇔ max_S f ≤ f_[k+1] (no S label strictly above T_k's edge)."""
+    f, y, s, k = case
+    a, b = rx.tkmia_terms(f, y, s, k)
+    c = f.shape[1]
+    assert (rx.kth_largest(a, c - k) <= rx.average_top_k(a, c - k) + 1e-9).all()
+    assert (rx.kth_largest(b, k) <= rx.average_top_k(b, k) + 1e-9).all()
+    has_spec = s.bool().any(1)
+    f_k1 = torch.sort(f, dim=1, descending=True).values[:, k]
+    max_spec = f.masked_fill(~s.bool(), -1e300).amax(1)
+    expected = torch.where(has_spec, max_spec - f_k1, torch.zeros_like(f_k1))
+    torch.testing.assert_close(rx.kth_largest(a, c - k), expected)
+
+
+def test_loss_zero_term_means_goal_reached_on_tie_free_scores():
+    """When S is out of the top-k by a margin, a_[C−k] < 0; when it is in, a_[C−k] > 0."""
+    f = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]])
+    y = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    s_out = torch.tensor([[0.0, 0.0, 0.0, 1.0, 0.0]])  # label 3 is 4th: out of the top-2
+    s_in = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])
+    a_out, _ = rx.tkmia_terms(f, y, s_out, 2)
+    a_in, _ = rx.tkmia_terms(f, y, s_in, 2)
+    assert rx.kth_largest(a_out, 3).item() < 0
+    assert rx.kth_largest(a_in, 3).item() > 0
+    assert not (topk_mask(f, 2) & s_out.bool()).any()
+
+
+def test_variational_loss_at_minimisers_equals_closed_form():
+    gen = torch.Generator().manual_seed(1)
+    f = torch.randn(8, 10, generator=gen, dtype=torch.float64)
+    y = (torch.rand(8, 10, generator=gen) < 0.6).double()
+    s = y * (torch.rand(8, 10, generator=gen) < 0.4).double()
+    k = 3
+    a, b = rx.tkmia_terms(f, y, s, k)
+    lambdas = (rx.atk_minimiser(a, 10 - k), rx.atk_minimiser(b, k))
+    torch.testing.assert_close(rx.tkmia_loss(f, y, s, k, lambdas), rx.tkmia_loss(f, y, s, k))
+    shifted = (lambdas[0] + 0.5, lambdas[1] - 0.5)
+    assert (rx.tkmia_loss(f, y, s, k, shifted) >= rx.tkmia_loss(f, y, s, k) - 1e-12).all()
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: rx.average_top_k(torch.zeros(4), 0), "m must be in"),
+        (lambda: rx.kth_largest(torch.zeros(4), 5), "m must be in"),
+        (lambda: rx.average_top_k([1.0, 2.0], 1), "must be a torch.Tensor"),
+        (lambda: rx.tkmia_loss(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 4), 4), "k must be in"),
+    ],
+)
+def test_bad_input_raises_named_error(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
