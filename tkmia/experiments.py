@@ -250,6 +250,8 @@ def _records(result: attacks.AttackResult, ids: list[int], config: ExperimentCon
     clean_m, adv_m = result.clean_measures(), result.adv_measures()
     clean_top = topk_indices(result.clean_scores, k).tolist()
     adv_top = topk_indices(result.adv_scores, k).tolist()
+    clean_scores_ = result.clean_scores.float().tolist()
+    adv_scores_ = result.adv_scores.float().tolist()
     rows = []
     for n, sample in enumerate(ids):
         row = {
@@ -270,6 +272,8 @@ def _records(result: attacks.AttackResult, ids: list[int], config: ExperimentCon
             "delta_n": int(result.delta_n[n]),
             "clean_topk": clean_top[n],
             "adv_topk": adv_top[n],
+            "clean_scores": clean_scores_[n],
+            "adv_scores": adv_scores_[n],
             "seconds": seconds / len(ids),
         }
         for name in MEASURES:
