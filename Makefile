@@ -5,29 +5,32 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tkmia-installed
-# Book parameters: PROFILE names a file in tkmia/profiles/, DATA_ROOT the real dataset's folder.
+# Book parameters: PROFILE is passed to notebooks with a `profile` parameter (a file of
+# tkmia/profiles/), DATA_ROOT (a real dataset's folder) to notebooks with a `data_root` parameter.
 PROFILE ?= default
 DATA_ROOT ?=
 
-.PHONY: help install test lint book notebooks assignments bench clean
+.PHONY: help install test lint book notebooks bench clean
 
 help:
-	@echo "make book         build the Jupyter Book into _build/html (PROFILE=default DATA_ROOT=)"
+	@echo "make book         execute the notebooks (when changed) and build the book into _build/html"
+	@echo "                  (PROFILE=$(PROFILE) DATA_ROOT=$(DATA_ROOT))"
 	@echo "make test         run the test suite (lint, unit tests, notebooks with tiny parameters)"
 	@echo "make bench        run the benchmarks in benchmarks/ and print their tables"
-	@echo "make assignments  write student versions of the exercise notebooks to assignments/"
 	@echo "make clean        remove build products (keeps .venv and data/)"
 
+# The install: a venv from $(PYTHON) (>= 3.11), then the package with its book and dev extras.
+# Redone when pyproject.toml changes; the stamp is written only after a complete install.
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tkmia needs Python >= 3.11; run make PYTHON=python3.11 ...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,book]"
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check tkmia tests benchmarks
+	$(BIN)/ruff check tkmia tests benchmarks book/_ext
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
@@ -36,15 +39,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_attack.py
 
+# Execute notebooks/*.ipynb with papermill into book/chapters/ (only those whose notebook, tkmia
+# sources or parameters changed since the last run), then render them with Jupyter Book,
+# warnings as errors.
 notebooks: $(STAMP)
 	$(BIN)/python -m tkmia.book execute --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 book: notebooks
-	$(BIN)/jupyter-book build . --path-output _build/book-src >/dev/null || $(BIN)/jupyter-book build .
+	$(BIN)/jupyter-book build -W --keep-going --quiet .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-assignments: $(STAMP)
-	$(BIN)/python -m tkmia.book assignments --out assignments
-
 clean:
-	rm -rf _build assignments .pytest_cache .ruff_cache
+	rm -rf _build book/chapters assignments .pytest_cache .ruff_cache
