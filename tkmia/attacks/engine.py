@@ -205,7 +205,8 @@ class Attack:
         """One update of the n rows still attacked; returns (delta, velocity), each (n, 3, H, W).
 
         ``scores`` (n, C) are the logits of those rows, still attached to the graph of
-        ``batch["w"]`` (the whole current batch; ``batch["keep"]`` picks the n rows in it).
+        ``batch["w"]`` and of the images ``batch["x"]`` = x(w) (both the whole current batch;
+        ``batch["keep"]`` picks the n rows in it).
         Default: SGD with momentum on delta = w − w0 for loss + (wd/2)·‖delta‖², the
         reference's loop (torch.optim.SGD's update, weight decay included).
         """
@@ -383,6 +384,7 @@ class Attack:
             aux = {key: value[rows].clone().requires_grad_(True) for key, value in aux_all.items()}
             batch = {
                 "w": w,
+                "x": x_it,
                 "keep": keep,
                 "rows": rows,
                 "w0": w0[rows],

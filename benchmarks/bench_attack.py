@@ -1,0 +1,101 @@
+"""Benchmark: image-iterations per second of each attack against plain forward+backward.
+
+The victim is a compact CNN built here (3 conv layers on 3×64×64 inputs, random weights), so
+no trained model is needed. Every attack runs exactly ``--iters`` steps on every image: the
+specification asks for more removed labels than exist (``required = C + 1``), so nothing
+succeeds and nothing freezes. The baseline is the cost of one forward + one backward to the
+input of the same model at the same batch size. kFool's cost is also given in backward passes
+a step (k + 1). Prints a markdown table.
+
+Run: ``.venv/bin/python benchmarks/bench_attack.py`` (options: --batch, --iters, --k, --repeats, --threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+from tkmia.attacks import METHODS, get
+from tkmia.metrics import ranking
+from tkmia.selection import Specification
+
+NUM_CLASSES = 20
+
+
+def victim() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, NUM_CLASSES),
+    ).eval()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: stable on a shared machine)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = victim()
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(args.batch, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        order = ranking(model(images))
+    labels = torch.zeros(args.batch, NUM_CLASSES).scatter_(1, order[:, : args.k + 3], 1.0)
+    specified = torch.zeros_like(labels, dtype=torch.bool).scatter_(1, order[:, :1], True)
+    never = Specification(specified, torch.ones(args.batch, dtype=torch.bool),
+                          torch.full((args.batch,), NUM_CLASSES + 1))
+
+    def plain():
+        for _ in range(args.iters):
+            x = images.clone().requires_grad_(True)
+            torch.autograd.grad(model(x).sum(), x)
+
+    runs = {"forward+backward (baseline)": plain}
+    for name in METHODS:
+        options = {} if name == "kfool" else {"lr": 1e-3}
+        attack = get(name)(model, args.k, max_iter=args.iters, **options)
+
+        def run(attack=attack):
+            result = attack(images, labels, never)
+            assert int(result.iterations.min()) == args.iters and not result.success.any()
+
+        runs[name] = run
+    # interleaved repeats (one of each method per round) so a busy machine biases none of them
+    times = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    base = args.batch * args.iters / statistics.median(times["forward+backward (baseline)"])
+    rows = []
+    for name in runs:
+        rate = args.batch * args.iters / statistics.median(times[name])
+        cost = f"1 fwd + {args.k + 1} bwd" if name == "kfool" else "1 fwd + 1 bwd"
+        rows.append((name, rate, rate / base, cost))
+
+    print(f"Command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"CNN 3 conv layers, 3×64×64, C = {NUM_CLASSES}, batch {args.batch}, {args.iters} steps, "
+          f"k = {args.k}, torch threads = {torch.get_num_threads()}, median of {args.repeats}\n")
+    print("| method | image-iterations / s | × forward+backward | passes a step |")
+    print("|---|---|---|---|")
+    for name, rate, ratio, cost in rows:
+        print(f"| {name} | {rate:.0f} | {ratio:.2f} | {cost} |")
+
+
+if __name__ == "__main__":
+    main()
