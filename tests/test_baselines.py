@@ -10,7 +10,7 @@ from torch import nn
 
 import tkmia.attacks as attacks
 from tkmia.attacks import METHODS, MLCWU, KFool, TkMIA, TkMLAPU, get
-from tkmia.attacks.engine import _EPS
+from tkmia.attacks.engine import _EPS, State
 from tkmia.attacks.kfool import kfool_anchor
 from tkmia.attacks.ml_cw_u import ml_cw_u_loss
 from tkmia.attacks.tkml_ap_u import tkml_ap_u_loss
@@ -133,22 +133,23 @@ def test_kfool_batched_step_equals_per_sample_loop(k):
     w0 = torch.atanh((images * 2 - 1).clamp(-1 + _EPS, 1 - _EPS))
     offset = images - (0.5 + 0.5 * torch.tanh(w0))
     delta = 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    w = (w0 + delta).requires_grad_(True)
-    x_it = attack._forward(w, offset)
+    base = images - 0.5 * torch.tanh(w0)  # the engine's mid + offset
+    w = w0 + delta
+    x_it = (base + 0.5 * torch.tanh(w)).clamp(0, 1).requires_grad_(True)
     scores = model(x_it)
     with torch.no_grad():
         clean_scores = model(images)
-    keep = torch.tensor([0, 2, 3, 5])  # rows 1 and 4 are frozen: the step sees only the others
-    batch = {"w": w, "x": x_it, "keep": keep, "rows": keep, "w0": w0[keep], "offset": offset[keep],
-             "labels": labels[keep], "specified": labels[keep].bool(),
-             "clean_scores": clean_scores[keep], "aux": {}}
-    velocity = torch.zeros_like(delta[keep])
-    new_delta, new_velocity = attack.step(scores[keep], delta[keep], velocity, batch)
+    keep = torch.tensor([True, False, True, True, False, True])  # rows 1 and 4 are frozen
+    state = State(rows=keep.nonzero().flatten(), w=w[keep].clone(), w0=w0[keep], base=base[keep],
+                  velocity=torch.zeros_like(w[keep]), labels=labels[keep], specified=labels[keep].bool(),
+                  required=torch.ones(4, dtype=torch.long), clean_scores=clean_scores[keep],
+                  clean_in_top=torch.ones(4, dtype=torch.long), aux={})
+    attack.step(state, x_it, scores, keep)
     want = _kfool_step_loop(model, x_it[keep], clean_scores[keep], labels[keep], offset[keep],
                             w0[keep], k, attack.overshoot, attack.box)
-    torch.testing.assert_close(new_delta, want, atol=1e-5, rtol=0)
-    assert torch.equal(new_velocity, velocity)
-    assert not torch.equal(new_delta, delta[keep])
+    torch.testing.assert_close(state.w - state.w0, want, atol=1e-5, rtol=0)
+    assert (state.velocity == 0).all()
+    assert not torch.equal(state.w, w[keep])
 
 
 def test_kfool_anchor_is_highest_clean_true_label():

@@ -149,8 +149,8 @@ class ExperimentConfig:
     def attack(self, model: nn.Module, box=(0.0, 1.0)) -> attacks.Attack:
         """The attack object of this configuration."""
         cls = attacks.get(self.method)
-        return cls(model, self.k, lr=self.lr, max_iter=self.max_iter, weight_decay=self.weight_decay,
-                   box=tuple(box), **self.options)
+        optimiser = {"lr": self.lr, "weight_decay": self.weight_decay} if cls.uses_optimiser else {}
+        return cls(model, self.k, max_iter=self.max_iter, box=tuple(box), **optimiser, **self.options)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

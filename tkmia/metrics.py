@@ -135,13 +135,10 @@ def _ndcg(rel: Tensor, num_true: Tensor, k: int) -> Tensor:
     return torch.where(idcg > 0, dcg / idcg.clamp(min=1e-12), torch.zeros_like(dcg))
 
 
-def _accuracy(scores: Tensor, labels: Tensor, k: int) -> Tensor:
-    truth = labels.bool()
-    in_top = topk_mask(scores, k)
-    num_true = truth.sum(1)
-    all_true_in_top = ~(truth & ~in_top).any(1)  # Y ⊆ T_k
-    top_all_true = ~(in_top & ~truth).any(1)  # T_k ⊆ Y
-    return torch.where(num_true < k, all_true_in_top, top_all_true).to(scores.dtype)
+def _accuracy(rel: Tensor, num_true: Tensor, k: int) -> Tensor:
+    hits = rel.sum(1)  # |T_k ∩ Y|
+    # |Y| < k: Y ⊆ T_k  ⇔  hits = |Y|;   |Y| ≥ k: T_k ⊆ Y  ⇔  hits = k
+    return torch.where(num_true < k, hits == num_true, hits == k).to(rel.dtype)
 
 
 def precision_at_k(scores: Tensor, labels: Tensor, k: int) -> Tensor:
@@ -182,10 +179,8 @@ def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> Tensor:
 
     Shape: (N, C) -> (N,) float in {0, 1}.
     """
-    _check_scores(scores)
-    _check_k(k, scores.shape[1])
-    _check_labels(labels, scores)
-    return _accuracy(scores, labels, k)
+    rel, num_true = _relevance_at_top(scores, labels, k)
+    return _accuracy(rel, num_true, k)
 
 
 def delta_n(clean_scores: Tensor, adv_scores: Tensor, specified: Tensor, k: int) -> Tensor:
@@ -214,7 +209,7 @@ def measures(scores: Tensor, labels: Tensor, k: int) -> dict[str, Tensor]:
     """
     rel, num_true = _relevance_at_top(scores, labels, k)
     return {
-        "topk_accuracy": _accuracy(scores, labels, k),
+        "topk_accuracy": _accuracy(rel, num_true, k),
         "precision_at_k": _precision(rel, k),
         "map_at_k": _average_precision(rel, num_true, k),
         "ndcg_at_k": _ndcg(rel, num_true, k),

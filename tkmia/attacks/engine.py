@@ -17,10 +17,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from tkmia.metrics import _check_k, _check_labels, delta_n, measures
+from tkmia.metrics import _check_k, _check_labels, delta_n, measures, topk_mask
 from tkmia.selection import GlobalSelection, RandomSelection, Specification
 
-__all__ = ["Attack", "AttackResult", "PARAMETRISATIONS"]
+__all__ = ["Attack", "AttackResult", "State", "PARAMETRISATIONS"]
 
 #: ``"exact"``: w0 = artanh of the clean image, so step 0 reproduces it exactly.
 #: ``"reference"``: the reference code's w0 = the clean image itself, so its "clean" point is
@@ -95,6 +95,49 @@ class AttackResult:
         return AttackResult(**values)
 
 
+@dataclass
+class State:
+    """The rows still attacked, compact: n rows, each tensor's first dimension.
+
+    Attributes:
+        rows: their indices in the batch, (n,) long.
+        w, w0: the tanh-space variable and its start, (n, 3, H, W); x = clamp(base + half·tanh(w)).
+        base: mid + the tiny offset that makes step 0 exact, (n, 3, H, W).
+        velocity: SGD momentum buffer, (n, 3, H, W).
+        labels, specified: (n, C); required: (n,); clean_scores: (n, C).
+        clean_in_top: |S ∩ T_k(x)| of the clean point, (n,) (ΔN = it − |S ∩ T_k(x_it)|).
+        aux: auxiliary per-sample variables of the method (see :meth:`Attack.init_aux`).
+        loss: the per-sample loss of the last step, (n,), when the method reports one.
+        tanh_w: tanh(w) of the last :meth:`Attack.image` call (None once w has moved).
+    """
+
+    rows: Tensor
+    w: Tensor
+    w0: Tensor
+    base: Tensor
+    velocity: Tensor
+    labels: Tensor
+    specified: Tensor
+    required: Tensor
+    clean_scores: Tensor
+    clean_in_top: Tensor
+    aux: dict[str, Tensor]
+    loss: Tensor | None = None
+    tanh_w: Tensor | None = None
+
+    def select(self, keep: Tensor) -> State:
+        """The state of the rows ``keep`` (bool mask or indices) only."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {}
+        for name, value in values.items():
+            if isinstance(value, Tensor):
+                value = value[keep]
+            elif isinstance(value, dict):
+                value = {key: v[keep] for key, v in value.items()}
+            out[name] = value
+        return State(**out)
+
+
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module):
     was_training = model.training
@@ -134,6 +177,8 @@ class Attack:
     """
 
     name: ClassVar[str] = "attack"
+    #: whether ``lr``, ``momentum`` and ``weight_decay`` apply (False for kFool's geometric step)
+    uses_optimiser: ClassVar[bool] = True
     #: learning rate of the auxiliary per-sample variables (see :meth:`init_aux`)
     aux_lr: float = 0.0
 
@@ -201,25 +246,44 @@ class Attack:
         descent with :attr:`aux_lr`; none by default."""
         return {}
 
-    def step(self, scores: Tensor, delta: Tensor, velocity: Tensor, batch: dict):
-        """One update of the n rows still attacked; returns (delta, velocity), each (n, 3, H, W).
+    def step(self, state: State, x: Tensor, scores: Tensor, keep: Tensor | slice) -> None:
+        """Update ``state`` (the rows still attacked) in place by one step.
 
-        ``scores`` (n, C) are the logits of those rows, still attached to the graph of
-        ``batch["w"]`` and of the images ``batch["x"]`` = x(w) (both the whole current batch;
-        ``batch["keep"]`` picks the n rows in it).
-        Default: SGD with momentum on delta = w − w0 for loss + (wd/2)·‖delta‖², the
-        reference's loop (torch.optim.SGD's update, weight decay included).
+        ``x`` (n, 3, H, W) is the current iterate of every row of the last forward pass, a leaf
+        requiring grad, and ``scores`` (n, C) = model(x) is attached to it; ``keep`` (a (n,) bool
+        mask, or ``slice(None)`` when every row goes on) picks the rows still attacked, which are
+        the rows of ``state``.
+        Default: SGD with momentum on w for loss + (wd/2)·‖w − w0‖², the reference's loop
+        (torch.optim.SGD's update, weight decay included), with ∂x/∂w applied by hand.
         """
-        loss = self.loss(scores, batch["labels"], batch["specified"], batch["aux"])
-        aux = list(batch["aux"].values())
-        grads = torch.autograd.grad(loss.sum(), [batch["w"], *aux])
-        grad = grads[0][batch["keep"]] + self.weight_decay * delta
-        velocity = self.momentum * velocity + grad
-        with torch.no_grad():
-            for value, g in zip(aux, grads[1:]):
-                value -= self.aux_lr * g
-        batch["loss"] = loss.detach()
-        return delta - self.lr * velocity, velocity
+        aux = {key: value.detach().requires_grad_(True) for key, value in state.aux.items()}
+        loss = self.loss(scores[keep], state.labels, state.specified, aux)
+        grads = torch.autograd.grad(loss.sum(), [x, *aux.values()])
+        with torch.no_grad():  # in place, few passes over the images: this is the hot loop
+            grad = self.grad_w(state, grads[0][keep])
+            if self.weight_decay:
+                grad.add_(state.w, alpha=self.weight_decay).add_(state.w0, alpha=-self.weight_decay)
+            torch.add(grad, state.velocity, alpha=self.momentum, out=state.velocity)
+            state.w.add_(state.velocity, alpha=-self.lr)
+            state.aux = {key: value - self.aux_lr * g for (key, value), g in zip(aux.items(), grads[1:])}
+        state.tanh_w = None
+        state.loss = loss.detach()
+
+    def grad_w(self, state: State, grad_x: Tensor) -> Tensor:
+        """∂L/∂w = ∂L/∂x · half·(1 − tanh²w) for x = base + half·tanh(w), shape (n, 3, H, W).
+
+        The clamp of :meth:`image` only absorbs the rounding of the ≤ 1e-6 offset, where
+        tanh' ≈ 0: its derivative is taken as 1.
+        """
+        half = (self.box[1] - self.box[0]) / 2
+        t = state.tanh_w if state.tanh_w is not None else torch.tanh(state.w)
+        return grad_x.mul_(torch.addcmul(t.new_tensor(half), t, t, value=-half))
+
+    def image(self, state: State) -> Tensor:
+        """The current iterate x = clamp(base + half·tanh(w), box) of the rows of ``state``."""
+        low, high = self.box
+        state.tanh_w = torch.tanh(state.w)
+        return torch.add(state.base, state.tanh_w, alpha=(high - low) / 2).clamp_(low, high)
 
     # ------------------------------------------------------------------ validation
     def _validate(self, images: Tensor, labels: Tensor) -> None:
@@ -291,11 +355,6 @@ class Attack:
         return spec
 
     # ------------------------------------------------------------------ the loop
-    def _forward(self, w: Tensor, offset: Tensor) -> Tensor:
-        low, high = self.box
-        mid, half = (low + high) / 2, (high - low) / 2
-        return (mid + half * torch.tanh(w) + offset).clamp(low, high)
-
     def __call__(self, images: Tensor, labels: Tensor, specified, ids=None) -> AttackResult:
         """Attack a batch. Shapes: images (N, 3, H, W) in ``box``, labels (N, C) in {0, 1}.
 
@@ -308,10 +367,11 @@ class Attack:
         scaled = (x - mid) / half
         if self.parametrisation == "exact":
             w0 = torch.atanh(scaled.clamp(-1 + _EPS, 1 - _EPS))
-            offset = x - (mid + half * torch.tanh(w0))  # |offset| ≤ half·_EPS: step 0 is x
+            base = x - half * torch.tanh(w0)  # mid + offset, |offset| ≤ half·_EPS
+            start = x  # step 0 is the clean image itself
         else:
-            w0, offset = scaled, torch.zeros_like(x)
-        start = self._forward(w0, offset)
+            w0, base = scaled, torch.full_like(x, mid)
+            start = (mid + half * torch.tanh(w0)).clamp(low, high)
 
         with _eval_mode(self.model):
             with torch.no_grad():
@@ -320,12 +380,11 @@ class Attack:
             _check_k(self.k, num_classes, num_classes - 1)
             spec = self._specify(specified, clean_scores, labels, ids)
             truth = labels.to(clean_scores.dtype)
-            adv, adv_scores, delta, iterations, success, history = self._run(
-                w0, offset, start, clean_scores, truth, spec
+            adv, adv_scores, tanh_l2, iterations, success, history = self._run(
+                w0, base, start, clean_scores, truth, spec
             )
 
         perturbation = (adv - x).flatten(1).norm(dim=1)
-        tanh_l2 = delta.flatten(1).norm(dim=1)
         clean_m = measures(clean_scores, truth, self.k)
         adv_m = measures(adv_scores, truth, self.k)
         unchanged = torch.ones_like(success)
@@ -349,65 +408,62 @@ class Attack:
             history=history,
         )
 
-    def _run(self, w0, offset, start, clean_scores, truth, spec):
+    def _run(self, w0, base, start, clean_scores, truth, spec):
         n = w0.shape[0]
         device = w0.device
         adv = start.clone()
         adv_scores = clean_scores.clone()
-        delta = torch.zeros_like(w0)
-        velocity = torch.zeros_like(w0)
+        tanh_l2 = torch.zeros(n, dtype=w0.dtype, device=device)
         iterations = torch.zeros(n, dtype=torch.long, device=device)
         success = torch.zeros(n, dtype=torch.bool, device=device)
-        aux_all = self.init_aux(clean_scores, truth, spec.specified)
-        active = spec.eligible.nonzero().flatten()
-        records: list[tuple[Tensor, Tensor, Tensor]] = []
+        rows = spec.eligible.nonzero().flatten()
+        state = State(
+            rows=rows,
+            w=w0[rows].clone(),
+            w0=w0[rows],
+            base=base[rows],
+            velocity=torch.zeros_like(w0[rows]),
+            labels=truth[rows],
+            specified=spec.specified[rows],
+            required=spec.required[rows],
+            clean_scores=clean_scores[rows],
+            clean_in_top=(topk_mask(clean_scores, self.k) & spec.specified).sum(1)[rows],
+            aux={key: v[rows] for key, v in self.init_aux(clean_scores, truth, spec.specified).items()},
+        )
+        records: list[tuple[Tensor, Tensor | None, Tensor]] = []
 
         for it in range(self.max_iter + 1):
-            if active.numel() == 0:
+            if state.rows.numel() == 0:
                 break
-            w = (w0[active] + delta[active]).requires_grad_(True)
-            x_it = self._forward(w, offset[active])
+            x_it = (start[state.rows] if it == 0 else self.image(state)).requires_grad_(True)
             scores = self.model(x_it)
             with torch.no_grad():
-                adv[active] = x_it.detach()
-                adv_scores[active] = scores.detach()
-                iterations[active] = it
-                ok = (
-                    delta_n(clean_scores[active], scores.detach(), spec.specified[active], self.k)
-                    >= spec.required[active]
-                )
-                success[active[ok]] = True
-            if it == self.max_iter or ok.all():
+                detached = scores.detach()
+                still_in = (topk_mask(detached, self.k) & state.specified).sum(1)
+                ok = state.clean_in_top - still_in >= state.required  # ΔN ≥ required
+                last = it == self.max_iter
+                done = torch.ones_like(ok) if last else ok
+                if done.any():  # freeze: keep this iterate of the rows that are done
+                    out = state.rows[done]
+                    adv[out] = x_it.detach()[done]
+                    adv_scores[out] = detached[done]
+                    iterations[out] = it
+                    success[out] = ok[done]
+                    tanh_l2[out] = (state.w[done] - state.w0[done]).flatten(1).norm(dim=1)
+            if last or ok.all():
                 break
-            keep = (~ok).nonzero().flatten()
-            rows = active[keep]
-            aux = {key: value[rows].clone().requires_grad_(True) for key, value in aux_all.items()}
-            batch = {
-                "w": w,
-                "x": x_it,
-                "keep": keep,
-                "rows": rows,
-                "w0": w0[rows],
-                "offset": offset[rows],
-                "labels": truth[rows],
-                "specified": spec.specified[rows],
-                "clean_scores": clean_scores[rows],
-                "aux": aux,
-            }
-            new_delta, new_velocity = self.step(scores[keep], delta[rows], velocity[rows], batch)
-            with torch.no_grad():
-                delta[rows] = new_delta.detach()
-                velocity[rows] = new_velocity.detach()
-                for key, value in aux.items():
-                    aux_all[key][rows] = value.detach()
+            keep = slice(None)  # a view: no copy while no row froze
+            if ok.any():
+                keep = ~ok
+                state = state.select(keep)
+            self.step(state, x_it, scores, keep)
             if self.record_history:
-                records.append((rows, batch.get("loss"), scores.detach()[keep]))
-            active = rows
+                records.append((state.rows, state.loss, detached[keep]))
 
         history = {}
         if self.record_history:
             history = self._history(records, n, clean_scores.shape[1], device)
-        return adv, adv_scores, delta, iterations, success, history
+        return adv, adv_scores, tanh_l2, iterations, success, history
 
     @staticmethod
     def _history(records, n, num_classes, device):

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from tkmia.attacks.engine import _EPS, Attack
+from tkmia.attacks.engine import _EPS, Attack, State
 from tkmia.metrics import ranking
 
 __all__ = ["KFool", "kfool_anchor"]
@@ -61,6 +61,7 @@ class KFool(Attack):
     """
 
     name = "kfool"
+    uses_optimiser = False
 
     def __init__(self, model, k, *, max_iter: int = 50, overshoot: float = 0.02, **kw):
         given = [key for key in _NOT_USED if key in kw]
@@ -81,22 +82,20 @@ class KFool(Attack):
         hyper = {key: v for key, v in super()._hyper().items() if key not in _NOT_USED}
         return {**hyper, "overshoot": self.overshoot}
 
-    def step(self, scores: Tensor, delta: Tensor, velocity: Tensor, batch: dict):
-        """One kFool step for the n rows still attacked (see the class docstring).
-
-        Shape: scores (n, C); delta, velocity (n, 3, H, W) -> (delta, velocity); velocity is
-        returned unchanged (kFool has no momentum).
-        """
-        x_all, keep = batch["x"], batch["keep"]
-        anchor = kfool_anchor(batch["clean_scores"], batch["labels"]).unsqueeze(1)  # (n, 1)
+    def step(self, state: State, x: Tensor, scores: Tensor, keep: Tensor | slice) -> None:
+        """One kFool step for the rows of ``state`` (see the class docstring and
+        :meth:`~tkmia.attacks.engine.Attack.step`); sets ``state.w``, leaves the velocity alone."""
+        scores = scores[keep]
+        anchor = kfool_anchor(state.clean_scores, state.labels).unsqueeze(1)  # (n, 1)
         top = ranking(scores.detach())[:, : self.k + 1]  # (n, k + 1)
         f_anchor = scores.gather(1, anchor).squeeze(1)
-        direction = torch.zeros_like(delta)
+        x_now = x.detach()[keep]
+        direction = torch.zeros_like(x_now)
         gap = scores.new_zeros(scores.shape[0])
         for r in range(self.k + 1):
             j = top[:, r : r + 1]
             diff = scores.gather(1, j).squeeze(1) - f_anchor  # f_j − f_m, (n,)
-            (grad,) = torch.autograd.grad(diff.sum(), x_all, retain_graph=r < self.k)
+            (grad,) = torch.autograd.grad(diff.sum(), x, retain_graph=r < self.k)
             grad = grad[keep]  # ∇f_j − ∇f_m per sample: the model treats samples independently
             norm = grad.flatten(1).norm(dim=1)
             use = (j.squeeze(1) != anchor.squeeze(1)) & (norm > 0)
@@ -106,10 +105,10 @@ class KFool(Attack):
         size = direction.flatten(1).norm(dim=1)
         factor = torch.where(size > 0, (1 + self.overshoot) * gap.abs() / size.clamp_min(1e-30), 0.0)
         low, high = self.box
-        mid, half = (low + high) / 2, (high - low) / 2
+        half = (high - low) / 2
         with torch.no_grad():
-            x_new = (x_all[keep] + factor.view(-1, 1, 1, 1) * direction).clamp(low, high)
-            scaled = (x_new - batch["offset"] - mid) / half
-            w_new = torch.atanh(scaled.clamp(-1 + _EPS, 1 - _EPS))
-        batch["loss"] = gap.abs()
-        return w_new - batch["w0"], velocity
+            x_new = (x_now + factor.view(-1, 1, 1, 1) * direction).clamp(low, high)
+            scaled = (x_new - state.base) / half
+            state.w = torch.atanh(scaled.clamp(-1 + _EPS, 1 - _EPS))
+        state.tanh_w = None
+        state.loss = gap.abs()
