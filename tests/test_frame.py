@@ -13,7 +13,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tkmia.book import TINY_PARAMETERS, source_notebooks
+from tkmia.book import source_notebooks, tiny_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = source_notebooks(ROOT / "notebooks")
@@ -140,8 +140,4 @@ def test_notebook_has_one_plain_parameters_cell(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_tiny_parameters_are_declared(path):
     declared = set(papermill.inspect_notebook(str(path)))
-    assert set(TINY_PARAMETERS.get(path.stem, {})) <= declared
-
-
-def test_tiny_parameters_name_existing_notebooks():
-    assert set(TINY_PARAMETERS) <= {nb.stem for nb in NOTEBOOKS}
+    assert set(tiny_parameters(path)) <= declared

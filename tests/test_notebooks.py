@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tkmia.book import TINY_PARAMETERS, check_parameters, execute_book, execute_notebook, source_notebooks
+from tkmia.book import check_parameters, execute_book, execute_notebook, source_notebooks, tiny_parameters
 from tkmia.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,12 +20,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_with_tiny_parameters(path, tmp_path):
-    output = execute_notebook(path, tmp_path / path.name, TINY_PARAMETERS.get(path.stem, {}))
+    output = execute_notebook(path, tmp_path / path.name, tiny_parameters(path))
     nb = nbformat.read(output, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == (1 if TINY_PARAMETERS.get(path.stem) else 0)
+    assert len(injected) == (1 if tiny_parameters(path) else 0)
 
 
 def _toy_notebook(folder: Path, body: str = "print(sys.executable, n)") -> Path:

@@ -11,7 +11,7 @@ Command line::
     python -m tkmia.book execute [--profile P] [--data-root D] [--only NAME] [--tiny]
 
 ``--profile`` passes ``profile=P`` and ``--data-root`` passes ``data_root=D`` to the notebooks whose
-``parameters`` cell declares them; ``--tiny`` runs each notebook with :data:`TINY_PARAMETERS` (what the
+``parameters`` cell declares them; ``--tiny`` runs each notebook with :func:`tiny_parameters` (what the
 tests use). To rerun one notebook with other parameters, see ``tkmia run --help``.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 __all__ = [
     "KERNEL_NAME",
-    "TINY_PARAMETERS",
+    "tiny_parameters",
     "notebook_parameters",
     "check_parameters",
     "ensure_kernel",
@@ -48,11 +48,18 @@ CHAPTERS = _REPO / "book" / "chapters"
 #: The kernel the notebooks run in: this interpreter, registered under this name (see ensure_kernel).
 KERNEL_NAME = "tkmia"
 
-#: Small parameters per notebook name (file stem) so that every notebook runs in seconds; used by
-#: ``--tiny`` and by ``tests/test_notebooks.py``. A notebook not listed runs with its own defaults.
-TINY_PARAMETERS: dict[str, dict[str, Any]] = {
-    "02_measures": {"k": 2, "num_classes": 6, "seed": 1},
-}
+
+
+def tiny_parameters(path: str | Path) -> dict[str, Any]:
+    """Small parameters under which the notebook runs in seconds (``--tiny`` and the tests).
+
+    Each notebook keeps them in its own metadata, ``metadata["tkmia"]["tiny"]``; none means its
+    defaults are already small.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return dict(nb.metadata.get("tkmia", {}).get("tiny", {}))
 
 
 def source_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
@@ -155,7 +162,7 @@ def _run_digest(source: Path, parameters: Mapping[str, Any], package: str) -> st
 
 def _book_parameters(source: Path, profile: str | None, data_root: str | None, tiny: bool) -> dict:
     declared = notebook_parameters(source)
-    params: dict[str, Any] = dict(TINY_PARAMETERS.get(source.stem, {})) if tiny else {}
+    params: dict[str, Any] = tiny_parameters(source) if tiny else {}
     if profile is not None and "profile" in declared:
         params["profile"] = profile
     if data_root is not None and "data_root" in declared:
@@ -179,7 +186,7 @@ def execute_book(
         profile: passed as ``profile`` to notebooks that declare that parameter.
         data_root: passed (absolute) as ``data_root`` to notebooks that declare it.
         only: notebook names (file stems, e.g. ``"02_measures"``) to execute; default all.
-        tiny: use :data:`TINY_PARAMETERS`.
+        tiny: use each notebook's :func:`tiny_parameters`.
         source_dir, out_dir: where the source notebooks are and where executed copies go.
     """
     sources = source_notebooks(source_dir)
