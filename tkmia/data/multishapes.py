@@ -36,7 +36,7 @@ CLASSES: tuple[str, ...] = (
 )  # fmt: skip
 
 #: Default split sizes of the default profile.
-DEFAULT_SIZES: dict[str, int] = {"train": 4000, "val": 500, "test": 1000}
+DEFAULT_SIZES: dict[str, int] = {"train": 16000, "val": 500, "test": 1000}
 
 SPLITS = ("train", "val", "test")
 
@@ -165,7 +165,7 @@ def render_image(
     classes = rng.choice(n_classes, size=n_obj, replace=False)
     placed: list[tuple[float, float, float]] = []
     for c in classes:
-        radius = rng.uniform(0.12, 0.21) * size
+        radius = rng.uniform(0.13, 0.22) * size
         for _attempt in range(60):
             cx, cy = rng.uniform(radius, size - radius, size=2)
             if all(math.hypot(cx - x, cy - y) >= 0.8 * (radius + r) for x, y, r in placed):

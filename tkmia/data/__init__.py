@@ -1,0 +1,118 @@
+"""Datasets: the embedded MultiShapes and loaders of PASCAL VOC 2012, MS COCO 2014, NUS-WIDE.
+
+Every dataset maps ``dataset[i] -> (image, labels)`` with the image a float tensor (3, S, S) in
+[0, 1] and labels a float multi-hot tensor (C,), and has ``classes`` (names in label order),
+``labels`` (N, C) and ``checksum``. MultiShapes also holds all its ``images`` (N, 3, S, S) in
+memory so that experiments can slice them.
+
+Example:
+    >>> test = load_dataset("default", "test")
+    >>> test.images.shape
+    torch.Size([1000, 3, 48, 48])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from tkmia import _paths
+from tkmia.data.coco import COCO2014
+from tkmia.data.multishapes import CLASSES as MULTISHAPES_CLASSES
+from tkmia.data.multishapes import MultiShapes, generate, label_statistics, render_image
+from tkmia.data.nuswide import NUSWIDE
+from tkmia.data.show import show_samples
+from tkmia.data.voc import VOC2012
+
+#: Number of labels C of each dataset name.
+NUM_CLASSES: dict[str, int] = {"multishapes": 20, "voc2012": 20, "coco2014": 80, "nuswide": 81}
+
+DATASETS = tuple(NUM_CLASSES)
+
+
+def default_root(name: str) -> Path:
+    """Where a dataset is looked for when no root is given: ``tkmia._paths.home() / name``."""
+    return _paths.home() / name
+
+
+def load_dataset(
+    profile_or_name: Any,
+    split: str,
+    root: str | Path | None = None,
+    *,
+    image_size: int | None = None,
+    n_images: int | None = None,
+) -> Dataset:
+    """The ``split`` of the dataset a profile (or a dataset name) names.
+
+    Args:
+        profile_or_name: a :class:`tkmia.profiles.Profile`, a profile name (``"default"``) or a
+            dataset name in :data:`DATASETS`.
+        split: a split of that dataset (MultiShapes: train/val/test; VOC: train/val/trainval;
+            COCO: train/val; NUS-WIDE: train/test).
+        root: data folder; default the profile's ``dataset.root``, else ``tkmia home / <name>``
+            (for MultiShapes: the generation cache folder).
+        image_size: override of the profile's image size.
+        n_images: MultiShapes only: number of images (default the profile's ``dataset.sizes``).
+
+    Returns:
+        A :class:`torch.utils.data.Dataset` of (image, labels) pairs.
+
+    Raises:
+        FileNotFoundError: a real dataset that is not at ``root`` (the message says what to get).
+    """
+    from tkmia.profiles import Profile, list_profiles, load_profile
+
+    if isinstance(profile_or_name, Profile):
+        profile = profile_or_name
+    elif isinstance(profile_or_name, str) and profile_or_name in DATASETS:
+        profile = None
+    elif isinstance(profile_or_name, str | Path):
+        profile = load_profile(profile_or_name)
+    else:
+        raise TypeError(
+            f"profile_or_name={profile_or_name!r}; expected a Profile, a profile name "
+            f"{list_profiles()} or a dataset name {DATASETS}"
+        )
+    if profile is not None:
+        cfg = profile.dataset
+        name = cfg.name
+        root = root if root is not None else cfg.root
+        image_size = image_size if image_size is not None else cfg.image_size
+        seed = cfg.seed
+        sizes = cfg.sizes or {}
+    else:
+        name, seed, sizes = profile_or_name, 0, {}
+    if name == "multishapes":
+        if n_images is None:
+            n_images = sizes.get(split)
+        return MultiShapes(
+            split, n_images=n_images, image_size=image_size or 48, seed=seed, root=root
+        )
+    if n_images is not None:
+        raise ValueError(f"n_images={n_images!r} applies to multishapes only, not {name!r}")
+    root = Path(root).expanduser() if root is not None else default_root(name)
+    if name == "voc2012":
+        return VOC2012(root, split, image_size or 300)
+    if name == "coco2014":
+        return COCO2014(root, split, image_size or 448)
+    return NUSWIDE(root, split, image_size or 224)
+
+
+__all__ = [
+    "COCO2014",
+    "DATASETS",
+    "MULTISHAPES_CLASSES",
+    "NUM_CLASSES",
+    "NUSWIDE",
+    "VOC2012",
+    "MultiShapes",
+    "default_root",
+    "generate",
+    "label_statistics",
+    "load_dataset",
+    "render_image",
+    "show_samples",
+]

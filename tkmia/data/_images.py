@@ -1,0 +1,40 @@
+"""Shared helpers of the real-dataset loaders: image decoding and the missing-data error."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def load_image(path: str | Path, image_size: int) -> torch.Tensor:
+    """Read an image as RGB, resize it to ``image_size`` x ``image_size`` (bilinear), scale to [0, 1].
+
+    Returns:
+        Float tensor (3, image_size, image_size) in [0, 1].
+    """
+    with Image.open(path) as img:
+        img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8).copy()
+    return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+
+
+def missing(path: Path, what: str, how: str) -> FileNotFoundError:
+    """The error of a missing dataset: the path looked in, what to download and where to put it."""
+    return FileNotFoundError(f"{what} not found: looked in {str(path)!r}. {how}")
+
+
+def labels_checksum(ids: list[str], labels: torch.Tensor) -> str:
+    """A 16-hex-digit checksum of image ids and their label matrix."""
+    h = hashlib.sha256()
+    h.update("\n".join(ids).encode())
+    h.update(labels.to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_size(image_size: int) -> None:
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size={image_size!r}; expected a positive int")

@@ -1,0 +1,297 @@
+"""Victim training: BCE-with-logits (sum, as the reference), Adam or SGD, per-epoch validation.
+
+:func:`train_model` fits a model on a dataset and returns a :class:`TrainResult` (per-epoch history,
+seconds); :func:`evaluate` gives mAP and P@k of a model on a dataset; :func:`save_checkpoint` writes
+the weights and a JSON metadata file side by side. The victim cache (:mod:`tkmia.victims`) builds on
+these.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+import tkmia
+from tkmia._io import atomic_write, write_json
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "onecycle")
+
+
+def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Average precision of each class (column), as ``sklearn.metrics.average_precision_score``.
+
+    AP = sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds (tied scores form one
+    threshold). A class with no positive sample gets NaN.
+
+    Args:
+        scores: (N, C) real scores.
+        labels: (N, C) in {0, 1}.
+
+    Returns:
+        (C,) float64 tensor.
+    """
+    if scores.shape != labels.shape or scores.dim() != 2:
+        raise ValueError(
+            f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must both be (N, C)"
+        )
+    scores = scores.detach().double().cpu()
+    labels = labels.detach().double().cpu()
+    order = torch.argsort(scores, dim=0, descending=True, stable=True)
+    s = torch.gather(scores, 0, order)
+    y = torch.gather(labels, 0, order)
+    tp = torch.cumsum(y, 0)
+    fp = torch.cumsum(1 - y, 0)
+    # The last row of each run of tied scores closes a threshold.
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:-1] = s[:-1] != s[1:]
+    n_pos = tp[-1]
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    out = torch.empty(scores.shape[1], dtype=torch.float64)
+    for c in range(scores.shape[1]):
+        keep = last[:, c]
+        r = recall[keep, c]
+        p = precision[keep, c]
+        steps = torch.diff(r, prepend=r.new_zeros(1))
+        out[c] = (steps * p).sum() if n_pos[c] > 0 else float("nan")
+    return out
+
+
+def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """mAP: the mean over classes with at least one positive of :func:`average_precision`.
+
+    Args:
+        scores: (N, C) real scores.
+        labels: (N, C) in {0, 1}.
+    """
+    ap = average_precision(scores, labels)
+    ap = ap[~torch.isnan(ap)]
+    return float(ap.mean()) if len(ap) else float("nan")
+
+
+def _precision_at_k(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    try:
+        from tkmia.metrics import precision_at_k
+    except ImportError:  # the metrics module is not there yet
+        top = torch.topk(scores, k, dim=1).indices
+        return torch.gather(labels, 1, top).sum(1) / k
+    return precision_at_k(scores, labels, k)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` returns.
+
+    Attributes:
+        history: one dict per epoch: ``epoch``, ``loss`` (mean BCE sum per image), ``val_map``,
+            ``val_precision_at_k``, ``seconds`` (since the start).
+        seconds: wall-clock training time, validation included.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _batches(
+    dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+    num_workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """(images, labels) batches; in-memory datasets (with ``.images``) are sliced directly."""
+    n = len(dataset)
+    if hasattr(dataset, "images") and hasattr(dataset, "labels"):
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            yield dataset.images[idx], dataset.labels[idx]
+        return
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers
+    )
+    yield from loader
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of ``model`` (in eval mode) on every sample of ``dataset``.
+
+    Returns:
+        ``(scores, labels)``, both (N, C) on the CPU.
+    """
+    was_training = model.training
+    model.eval()
+    scores, labels = [], []
+    for images, y in _batches(dataset, batch_size, shuffle=False, generator=None):
+        scores.append(model(images.to(device)).float().cpu())
+        labels.append(y.float())
+    model.train(was_training)
+    return torch.cat(scores), torch.cat(labels)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    k: int = 3,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """mAP (over classes) and mean P@k of a model on a dataset.
+
+    Returns:
+        ``{"map": ..., "precision_at_k": ..., "k": k, "n_images": N}``.
+    """
+    scores, labels = predict(model, dataset, batch_size, device)
+    return {
+        "map": mean_average_precision(scores, labels),
+        "precision_at_k": float(_precision_at_k(scores, labels, k).float().mean()),
+        "k": k,
+        "n_images": len(labels),
+    }
+
+
+def train_model(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None = None,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str = "adam",
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    flip: bool = False,
+    seed: int = 0,
+    k: int = 3,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place with BCE-with-logits (reduction sum) and validate after each epoch.
+
+    Args:
+        model: maps images (N, 3, H, W) in [0, 1] to scores (N, C).
+        train_set, val_set: datasets of (image, labels); ``val_set`` None skips validation.
+        epochs, batch_size, lr: the usual; ``lr`` is the peak of the one-cycle schedule.
+        optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``).
+        schedule: ``"constant"`` or ``"onecycle"``.
+        weight_decay: L2 weight decay of the optimiser.
+        flip: random horizontal flips of training images.
+        seed: seeds the initial shuffle order, flips and ``torch.manual_seed``.
+        k: the k of the validation P@k.
+        progress: show tqdm bars.
+
+    Returns:
+        A :class:`TrainResult` (the model is trained in place and left in eval mode).
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}; expected a positive int")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r}; expected > 0")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    steps_per_epoch = -(-len(train_set) // batch_size)
+    scheduler = None
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=epochs * steps_per_epoch
+        )
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    result = TrainResult()
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        bar = tqdm(
+            _batches(train_set, batch_size, True, generator, num_workers),
+            total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress,
+            leave=False, unit="batch",
+        )  # fmt: skip
+        for images, labels in bar:
+            images, labels = images.to(device), labels.to(device).float()
+            if flip:
+                mask = torch.rand(len(images), generator=generator) < 0.5
+                images = torch.where(mask.to(device)[:, None, None, None], images.flip(3), images)
+            loss = loss_fn(model(images), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += float(loss.detach())
+            seen += len(images)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        record = {"epoch": epoch, "loss": total / max(seen, 1)}
+        if val_set is not None:
+            metrics = evaluate(model, val_set, k=k, device=device)
+            record["val_map"] = metrics["map"]
+            record["val_precision_at_k"] = metrics["precision_at_k"]
+        record["seconds"] = time.perf_counter() - start
+        result.history.append(record)
+        if progress:
+            extra = (
+                f" val mAP {record['val_map']:.4f} P@{k} {record['val_precision_at_k']:.4f}"
+                if val_set is not None
+                else ""
+            )
+            tqdm.write(f"epoch {epoch}/{epochs}: loss {record['loss']:.4f}{extra}")
+    result.seconds = time.perf_counter() - start
+    model.eval()
+    return result
+
+
+def save_checkpoint(model: nn.Module, folder: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write ``model.pt`` (the state dict) and ``metadata.json`` into ``folder``, atomically.
+
+    ``metadata`` gets ``tkmia_version`` added. The weights are written first, so a folder with a
+    ``metadata.json`` always has complete weights.
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write(folder / "model.pt", lambda p: torch.save(state, p))
+    write_json(folder / "metadata.json", {"tkmia_version": tkmia.__version__, **metadata})
+    return folder
+
+
+def load_checkpoint(model: nn.Module, folder: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load ``model.pt`` into ``model`` (eval mode) and read ``metadata.json``.
+
+    Returns:
+        ``(model, metadata)``.
+    """
+    folder = Path(folder)
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model, json.loads((folder / "metadata.json").read_text())
+
+
+def result_dict(result: TrainResult) -> dict[str, Any]:
+    """A :class:`TrainResult` as JSON-ready data."""
+    return asdict(result)
