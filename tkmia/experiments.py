@@ -108,21 +108,22 @@ class ExperimentConfig:
     def resolve(self, profile) -> ExperimentConfig:
         """Fill every ``None`` field from ``profile`` (a :class:`tkmia.profiles.Profile`)."""
         att, sel = profile.attack, profile.selection
-        scheme_k = sel["random"]["k"] if self.scheme == "random" else att["k"]
         values = {
-            "k": scheme_k,
-            "classes": tuple(sel["global_classes"]),
-            "n_pert": sel["random"]["n_pert"],
-            "del_n": sel["random"]["del_n"],
-            "lr": att["lr"],
-            "max_iter": att["max_iter"],
-            "weight_decay": att["weight_decay"],
-            "n_samples": att["n_samples"],
-            "batch_size": att["batch_size"],
+            "k": sel.random.k if self.scheme == "random" else att.k,
+            "classes": tuple(sel.global_classes),
+            "n_pert": sel.random.n_pert,
+            "del_n": sel.random.del_n,
+            "lr": att.lr,
+            "max_iter": att.max_iter,
+            "weight_decay": att.weight_decay,
+            "n_samples": att.n_samples,
+            "batch_size": att.batch_size,
         }
         filled = {key: value for key, value in values.items() if getattr(self, key) is None}
         out = dataclasses.replace(self, **filled)
-        out.check(profile.num_classes)
+        from tkmia.data import NUM_CLASSES  # floor 3, imported lazily
+
+        out.check(NUM_CLASSES[profile.dataset.name])
         return out
 
     def check(self, num_classes: int) -> None:
@@ -300,8 +301,8 @@ def _load_setting(config: ExperimentConfig, model, dataset):
     if dataset is None:
         from tkmia.data import load_dataset
 
-        dataset = load_dataset(profile, profile.dataset["eval_split"], root=config.data_root)
-    return config, model, dataset, tuple(profile.attack["box"])
+        dataset = load_dataset(profile, profile.dataset.eval_split, root=config.data_root)
+    return config, model, dataset, tuple(profile.attack.box)
 
 
 def run(
@@ -463,12 +464,12 @@ def run_grid(
     prof = profiles.load_profile(profile)
     grid = prof.grid
     frames = []
-    for scheme in schemes or grid["schemes"]:
-        for k in ks or grid["k"]:
-            n_pert = overrides.get("n_pert") or prof.selection["random"]["n_pert"]
+    for scheme in schemes or grid.schemes:
+        for k in ks or grid.k:
+            n_pert = overrides.get("n_pert") or prof.selection.random.n_pert
             if scheme == "random" and k < n_pert:
                 continue
-            for method in methods or grid["methods"]:
+            for method in methods or grid.methods:
                 config = ExperimentConfig(profile=profile, method=method, scheme=scheme, k=k, **overrides)
                 frames.append(run(config, progress=progress).records)
     return pd.concat(frames, ignore_index=True)

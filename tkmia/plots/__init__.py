@@ -1,0 +1,29 @@
+"""Figures of the book: each ``plot_*`` function returns a matplotlib Figure (save it with
+:func:`save`), each ``*_frame`` function the tidy table it is drawn from.
+
+One module per part of the book: :mod:`~tkmia.plots.measures` (the measures chapter),
+:mod:`~tkmia.plots.theory` (relaxation and algorithm chapters), :mod:`~tkmia.plots.experiments`
+(tables, distributions and the gallery), :mod:`~tkmia.plots.analysis` (victims, sensitivity,
+monitoring). All their public names are available from ``tkmia.plots``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tkmia.plots.analysis import *  # noqa: F403
+from tkmia.plots.experiments import *  # noqa: F403
+from tkmia.plots.measures import *  # noqa: F403
+from tkmia.plots.theory import *  # noqa: F403
+
+
+def save(fig, path: str | Path, formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``path`` with each suffix of ``formats`` (e.g. PNG and SVG); returns the paths."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        fig.savefig(target, dpi=dpi, bbox_inches="tight")
+        out.append(target)
+    return out

@@ -1,0 +1,3 @@
+"""Figures of the book (see tkmia.plots)."""
+
+__all__: list[str] = []
