@@ -10,13 +10,15 @@ STAMP  := $(VENV)/.tkmia-installed
 PROFILE ?= default
 DATA_ROOT ?=
 
-.PHONY: help install test lint book notebooks bench clean
+.PHONY: help install test lint book notebooks bench clean browser-check assignments
 
 help:
 	@echo "make book         execute the notebooks (when changed) and build the book into _build/html"
 	@echo "                  (PROFILE=$(PROFILE) DATA_ROOT=$(DATA_ROOT))"
 	@echo "make test         run the test suite (lint, unit tests, notebooks with tiny parameters)"
 	@echo "make bench        run the benchmarks in benchmarks/ and print their tables"
+	@echo "make browser-check open every page of the built book in headless Chromium"
+	@echo "make assignments  write student versions of the exercise notebooks to assignments/"
 	@echo "make clean        remove build products (keeps .venv and data/)"
 
 # The install: a venv from $(PYTHON) (>= 3.11), then the package with its book and dev extras.
@@ -30,7 +32,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check tkmia tests benchmarks book/_ext
+	$(BIN)/ruff check tkmia tests benchmarks book/_ext .ci/browser_check.py
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
@@ -48,6 +50,16 @@ notebooks: $(STAMP)
 book: notebooks
 	$(BIN)/jupyter-book build -W --keep-going --quiet .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+# Open every page of the built book in headless Chromium (Debian's /usr/bin/chromium).
+browser-check: $(STAMP)
+	@test -f _build/html/index.html || { echo "no book in _build/html: run make book first"; exit 2; }
+	@test -x /usr/bin/chromium || { echo "needs /usr/bin/chromium: apt-get install chromium"; exit 2; }
+	$(BIN)/python .ci/browser_check.py --html _build/html --screenshots _build/screenshots
+
+# Student versions of the exercise notebooks (solutions removed) in assignments/.
+assignments: $(STAMP)
+	$(BIN)/python -m tkmia.classroom --out assignments
 
 clean:
 	rm -rf _build book/chapters assignments .pytest_cache .ruff_cache
