@@ -18,23 +18,10 @@ NOTEBOOKS = source_notebooks(ROOT / "notebooks")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_home(tmp_path_factory):
-    """Notebooks (and their kernels, which inherit the environment) cache data, victims and results
-    in a folder of this test session, shared by the notebooks: the tiny victim is trained once."""
-    import os
-
-    old = os.environ.get("TKMIA_HOME")
-    os.environ["TKMIA_HOME"] = str(tmp_path_factory.mktemp("tkmia-home"))
-    yield
-    if old is None:
-        os.environ.pop("TKMIA_HOME", None)
-    else:
-        os.environ["TKMIA_HOME"] = old
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_with_tiny_parameters(path, tmp_path):
+def test_notebook_runs_with_tiny_parameters(path, tmp_path, tiny_home):
+    """Notebooks (and their kernels, which inherit the environment) cache data, victims and results
+    in the test session's TKMIA_HOME: the tiny victim is trained once."""
     output = execute_notebook(path, tmp_path / path.name, tiny_parameters(path))
     nb = nbformat.read(output, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

@@ -288,7 +288,7 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: frame.to_parquet(p, index=False))
 
 
-def _load_setting(config: ExperimentConfig, model, dataset):
+def _load_setting(config: ExperimentConfig, model, dataset, progress: bool = True):
     """(resolved config, model, evaluation dataset, box) from the profile, unless given."""
     from tkmia import profiles  # floor 3, imported lazily
 
@@ -297,7 +297,7 @@ def _load_setting(config: ExperimentConfig, model, dataset):
     if model is None:
         from tkmia.victims import load_victim
 
-        model, _ = load_victim(profile, data_root=config.data_root, device=config.device)
+        model, _ = load_victim(profile, data_root=config.data_root, device=config.device, progress=progress)
     if dataset is None:
         from tkmia.data import load_dataset
 
@@ -334,7 +334,7 @@ def run(
     """
     shard = parse_shard(shard)
     if model is None or dataset is None:
-        config, model, dataset, profile_box = _load_setting(config, model, dataset)
+        config, model, dataset, profile_box = _load_setting(config, model, dataset, progress)
         box = box or profile_box
     else:
         missing = [f.name for f in dataclasses.fields(config) if f.name in _PROFILE_FIELDS
