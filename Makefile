@@ -40,6 +40,7 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_attack.py
+	$(BIN)/python benchmarks/bench_experiment.py
 
 # Execute notebooks/*.ipynb with papermill into book/chapters/ (only those whose notebook, tkmia
 # sources or parameters changed since the last run), then render them with Jupyter Book,
