@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import tkmia
 from tkmia import attacks
