@@ -1,3 +1,421 @@
-"""Figures of the book (see tkmia.plots)."""
+"""Figures and display tables of the experiment chapters: the paper-style table, the per-sample
+changes of the measures, rates and Pert against k, and the clean / adversarial / perturbation gallery.
 
-__all__: list[str] = []
+Book chapters "Global selection scheme", "Random selection scheme" and "Gallery". Every ``plot_*``
+function returns a matplotlib Figure; tables come from :func:`tkmia.report.summarize` and records
+from :func:`tkmia.experiments.run`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from matplotlib import MatplotlibDeprecationWarning
+from torch import Tensor
+
+from tkmia.attacks import METHODS
+from tkmia.metrics import MEASURES
+from tkmia.plots.measures import MEASURE_NAMES
+
+__all__ = [  # METHOD_NAMES is not re-exported: tkmia.plots.analysis exports the same table
+    "SUMMARY_NAMES",
+    "method_label",
+    "style_table",
+    "plot_summary",
+    "delta_frame",
+    "plot_delta_distributions",
+    "plot_vs_k",
+    "plot_success_vs_k",
+    "plot_pert_vs_k",
+    "triplet_inputs",
+    "plot_triplets",
+    "fairness_frame",
+    "claim_frame",
+    "claim_summary",
+    "topk_changes",
+]
+
+#: How the book writes each method of :data:`tkmia.attacks.METHODS`.
+METHOD_NAMES = {"tkmia": "TkMIA", "tkml_ap_u": "TkML-AP-U", "ml_cw_u": "ML-CW-U", "kfool": "kFool"}
+
+#: Readable names of the columns of :func:`tkmia.report.summarize`.
+SUMMARY_NAMES = {
+    "scheme": "scheme",
+    "k": "k",
+    "method": "method",
+    "n": "n",
+    "success_rate": "success",
+    "imperceptible_rate": "imperceptible",
+    "pert_l2_255": "Pert (×255)",
+    "iterations": "iterations",
+    **{f"delta_{m}": f"Δ{MEASURE_NAMES[m]}" for m in MEASURES},
+}
+
+# what plot_summary and plot_delta_distributions draw, in order
+_RATES = ("success_rate", "imperceptible_rate")
+_DELTAS = tuple(f"delta_{m}" for m in ("precision_at_k", "map_at_k", "ndcg_at_k"))
+
+
+def method_label(name: str) -> str:
+    """The book's name of a method (``"tkmia"`` -> ``"TkMIA"``); unknown names pass through."""
+    return METHOD_NAMES.get(name, name)
+
+
+def _method_order(methods) -> list[str]:
+    present = list(dict.fromkeys(methods))
+    known = [METHOD_NAMES[m] for m in METHODS if METHOD_NAMES[m] in present]
+    return known + [m for m in present if m not in known]
+
+
+def _require(frame: pd.DataFrame, columns, what: str) -> None:
+    missing = sorted(set(columns) - set(frame.columns))
+    if missing:
+        raise ValueError(f"{what} lacks the columns {missing}")
+    if frame.empty:
+        raise ValueError(f"{what} is empty; nothing to draw")
+
+
+def style_table(table: pd.DataFrame):
+    """A :func:`tkmia.report.summarize` table formatted for display: method names as in the paper,
+    rates as percentages, Δ measures with 3 decimals, readable column names, no index.
+
+    Returns a pandas Styler (render it as the last expression of a notebook cell).
+
+    Example:
+        >>> style_table(report.summarize(records))
+    """
+    _require(table, ["method"], "table")
+    shown = table.copy()
+    shown["method"] = shown["method"].map(method_label)
+    shown = shown.rename(columns=SUMMARY_NAMES)
+    formats = {}
+    for column, name in SUMMARY_NAMES.items():
+        if column not in table.columns:
+            continue
+        if column in _RATES:
+            formats[name] = "{:.1%}"
+        elif column.startswith("delta_"):
+            formats[name] = "{:+.3f}"
+        elif column in ("pert_l2_255", "iterations"):
+            formats[name] = "{:.2f}"
+    return shown.style.format(formats, na_rep="–").hide(axis="index")
+
+
+def _long_summary(table: pd.DataFrame, columns) -> pd.DataFrame:
+    by = [c for c in ("scheme", "k") if c in table.columns]
+    long = table.melt(id_vars=[*by, "method"], value_vars=list(columns), var_name="quantity")
+    long["quantity"] = long["quantity"].map(SUMMARY_NAMES)
+    long["method"] = long["method"].map(method_label)
+    return long
+
+
+def plot_summary(table: pd.DataFrame):
+    """The paper-style table as bars: success rate, imperceptible rate and ΔP@k, ΔmAP@k, ΔNDCG@k per
+    method, one panel per k (and one row per scheme when the table holds several).
+
+    Args:
+        table: :func:`tkmia.report.summarize` output (columns k, method, the rates and deltas).
+
+    Returns:
+        The matplotlib figure; rates are fractions of eligible samples, Δs adversarial minus clean.
+    """
+    import seaborn as sns
+
+    _require(table, ["k", "method", *_RATES, *_DELTAS], "table")
+    long = _long_summary(table, (*_RATES, *_DELTAS))
+    rows = "scheme" if "scheme" in long.columns and long["scheme"].nunique() > 1 else None
+    grid = sns.catplot(
+        data=long, kind="bar", x="quantity", y="value", hue="method", col="k", row=rows,
+        hue_order=_method_order(long["method"]), order=[SUMMARY_NAMES[c] for c in (*_RATES, *_DELTAS)],
+        height=3.2, aspect=1.4, palette="colorblind",
+    )
+    grid.set_axis_labels("", "rate (fraction)  /  mean change")
+    grid.set_titles(("{row_name} scheme, " if rows else "") + "k = {col_name}")
+    for ax in grid.axes.flat:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_ylim(-1.05, 1.05)
+        ax.tick_params(axis="x", labelrotation=30)
+    return grid.figure
+
+
+def delta_frame(records: pd.DataFrame) -> pd.DataFrame:
+    """Per eligible sample, the change (adversarial minus clean) of P@k, mAP@k and NDCG@k, tidy.
+
+    Columns: sample, method (the book's name), k, measure (as in :data:`MEASURE_NAMES`), change.
+    """
+    columns = ["sample", "method", "k", "eligible"]
+    shown = ("precision_at_k", "map_at_k", "ndcg_at_k")
+    columns += [f"{side}_{m}" for side in ("clean", "adv") for m in shown]
+    _require(records, columns, "records")
+    data = records[records["eligible"]].copy()
+    for m in ("precision_at_k", "map_at_k", "ndcg_at_k"):
+        data[MEASURE_NAMES[m]] = data[f"adv_{m}"] - data[f"clean_{m}"]
+    data["method"] = data["method"].map(method_label)
+    names = [MEASURE_NAMES[m] for m in ("precision_at_k", "map_at_k", "ndcg_at_k")]
+    return data.melt(id_vars=["sample", "method", "k"], value_vars=names, var_name="measure",
+                     value_name="change")
+
+
+def plot_delta_distributions(records: pd.DataFrame):
+    """Distributions over eligible samples of ΔP@k, ΔmAP@k and ΔNDCG@k per method: a box per method
+    with every sample as a dot; one column per measure, one row per k.
+
+    Args:
+        records: per-sample records of :func:`tkmia.experiments.run` (one or several runs).
+
+    Returns:
+        The matplotlib figure.
+    """
+    import seaborn as sns
+
+    frame = delta_frame(records)
+    order = _method_order(frame["method"])
+    rows = "k" if frame["k"].nunique() > 1 else None
+    with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated ``vert`` to bxp
+        warnings.simplefilter("ignore", MatplotlibDeprecationWarning)
+        grid = sns.catplot(
+            data=frame, kind="box", x="method", y="change", col="measure", row=rows, order=order,
+            showfliers=False, color="0.85", height=3.0, aspect=1.1, sharey=True,
+        )
+    grid.map_dataframe(sns.stripplot, x="method", y="change", order=order, hue="method", hue_order=order,
+                       palette="colorblind", size=2.5, alpha=0.5, jitter=0.3, legend=False)
+    grid.set_titles(("k = {row_name}, " if rows else "") + "Δ{col_name}")
+    grid.set_axis_labels("", "adversarial − clean")
+    for ax in grid.axes.flat:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.tick_params(axis="x", labelrotation=30)
+    return grid.figure
+
+
+def plot_vs_k(
+    table: pd.DataFrame, columns: Sequence[str] = ("success_rate", "imperceptible_rate", "pert_l2_255")
+):
+    """Each column of a :func:`tkmia.report.summarize` table against k, one line per method, one panel
+    per column (and one row per scheme when the table holds several). Returns the figure."""
+    import seaborn as sns
+
+    _require(table, ["k", "method", *columns], "table")
+    long = _long_summary(table, columns)
+    rows = "scheme" if "scheme" in long.columns and long["scheme"].nunique() > 1 else None
+    order = _method_order(long["method"])
+    grid = sns.relplot(
+        data=long, kind="line", x="k", y="value", hue="method", style="method", col="quantity", row=rows,
+        hue_order=order, style_order=order, col_order=[SUMMARY_NAMES[c] for c in columns], markers=True,
+        dashes=False, height=3.0, aspect=1.1, facet_kws={"sharey": False}, palette="colorblind",
+    )
+    grid.set_titles(("{row_name} scheme, " if rows else "") + "{col_name}")
+    grid.set(xticks=sorted(long["k"].unique()))
+    for ax, name in zip(grid.axes.flat, [SUMMARY_NAMES[c] for c in columns] * (grid.axes.shape[0])):
+        if name in (SUMMARY_NAMES[c] for c in _RATES):
+            ax.set_ylim(-0.05, 1.05)
+        elif name == SUMMARY_NAMES["pert_l2_255"] and (long.loc[long["quantity"] == name, "value"] > 0).all():
+            ax.set_yscale("log")  # methods differ by orders of magnitude
+    return grid.figure
+
+
+def plot_success_vs_k(table: pd.DataFrame):
+    """Success rate and imperceptible-success rate against k, one line per method."""
+    return plot_vs_k(table, _RATES)
+
+
+def plot_pert_vs_k(table: pd.DataFrame):
+    """Mean Pert (L2 norm of the perturbation, ×255 of [0, 1] pixel units, over successful samples)
+    against k, one line per method, on a log scale (when every value is positive)."""
+    return plot_vs_k(table, ("pert_l2_255",))
+
+
+def triplet_inputs(
+    images: dict, records: pd.DataFrame, n: int | None = None, samples: Sequence[int] | None = None
+):
+    """Align saved images (``tkmia.experiments.load_images``) with their records rows.
+
+    Args:
+        images: {"sample", "clean", "adv"} of one run.
+        records: that run's records (a ``sample`` column).
+        n: keep the first ``n`` saved samples (default all).
+        samples: keep exactly these sample ids, in this order (must all be saved); overrides ``n``.
+
+    Returns:
+        (clean (n, 3, H, W), adv (n, 3, H, W), rows: a DataFrame of the n records, same order).
+    """
+    saved = [int(s) for s in images["sample"]]
+    if samples is None:
+        samples = saved[:n] if n is not None else saved
+    samples = [int(s) for s in samples]
+    missing = sorted(set(samples) - set(saved))
+    if missing:
+        raise ValueError(f"samples {missing} have no saved images; saved: {saved}")
+    where = torch.tensor([saved.index(s) for s in samples], dtype=torch.long)
+    rows = records.set_index("sample").loc[samples].reset_index()
+    return images["clean"][where], images["adv"][where], rows
+
+
+def _label_line(ax, y: float, prefix: str, top: Sequence[int], truth: set, specified: set, classes) -> None:
+    """Write ``prefix`` then each top-k label under an image, coloured: specified labels red with a
+    star, other true labels black, false labels grey italic."""
+    text = ax.annotate(prefix, xy=(0.0, y), xycoords="axes fraction", va="top", ha="left", fontsize=7)
+    for i, label in enumerate(top):
+        name = classes[label] if classes is not None else str(label)
+        if label in specified:
+            style = {"color": "tab:red", "fontweight": "bold"}
+            name += "*"
+        elif label in truth:
+            style = {"color": "black"}
+        else:
+            style = {"color": "0.45", "fontstyle": "italic"}
+        name += "," if i < len(top) - 1 else ""
+        text = ax.annotate(" " + name, xy=(1.0, 0.0), xycoords=text, va="bottom", ha="left", fontsize=7,
+                           **style)
+
+
+def plot_triplets(
+    clean: Tensor,
+    adv: Tensor,
+    records_rows: pd.DataFrame,
+    classes: Sequence[str] | None = None,
+    amplify: float | None = None,
+    title: str | None = None,
+    panel_size: float = 2.0,
+):
+    """Per sample, the clean image, the adversarial image and the amplified perturbation, as in the
+    paper's figures, with the top-k lists before and after written under the images.
+
+    Args:
+        clean, adv: images (n, 3, H, W) in [0, 1].
+        records_rows: the n records rows of these samples, same order (``clean_topk``, ``adv_topk``,
+            ``labels``, ``specified``, ``sample``; optionally ``method``, ``pert_l2_255``).
+        classes: label names (default the indices).
+        amplify: the perturbation panel shows ``|adv − clean| · amplify`` clipped to [0, 1]; None
+            scales each sample so that its largest entry is 1 (the factor is written in its title).
+        title: figure title (default the method's name when the rows have one).
+
+    Returns:
+        A figure with n rows of 3 panels. Under the images: the top-k labels, specified ones in red
+        with a star, false ones in grey italic.
+
+    Example:
+        >>> clean, adv, rows = triplet_inputs(load_images(run), run.records, n=4)
+        >>> plot_triplets(clean, adv, rows, dataset.classes)
+    """
+    import matplotlib.pyplot as plt
+
+    if clean.shape != adv.shape or clean.dim() != 4:
+        raise ValueError(f"clean and adv must both have shape (n, 3, H, W), got {tuple(clean.shape)} "
+                         f"and {tuple(adv.shape)}")
+    if len(records_rows) != clean.shape[0]:
+        raise ValueError(f"records_rows has {len(records_rows)} rows for {clean.shape[0]} images")
+    if amplify is not None and amplify <= 0:
+        raise ValueError(f"amplify must be > 0 or None, got {amplify!r}")
+    _require(records_rows, ["sample", "clean_topk", "adv_topk", "labels", "specified"], "records_rows")
+    n = clean.shape[0]
+    fig, axes = plt.subplots(n, 3, figsize=(3 * panel_size, n * panel_size * 1.2 + 0.4), squeeze=False)
+    diff = (adv.float() - clean.float()).abs()
+    for row, (axs, (_, rec)) in enumerate(zip(axes, records_rows.iterrows())):
+        truth, specified = {int(j) for j in rec["labels"]}, {int(j) for j in rec["specified"]}
+        scale = amplify if amplify is not None else 1.0 / max(float(diff[row].max()), 1e-12)
+        pert = f", Pert {rec['pert_l2_255']:.1f}" if "pert_l2_255" in rec else ""
+        panels = [
+            (clean[row], f"sample {int(rec['sample'])}: clean"),
+            (adv[row], f"adversarial{pert}"),
+            ((diff[row] * scale).clamp(0, 1), f"|adv − clean| × {scale:.0f}"),
+        ]
+        for ax, (image, name) in zip(axs, panels):
+            ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
+            ax.set_title(name, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        k = len(rec["clean_topk"])
+        for ax, column in zip(axs[:2], ("clean_topk", "adv_topk")):
+            _label_line(ax, -0.04, f"top-{k}:", [int(j) for j in rec[column]], truth, specified, classes)
+    if title is None and "method" in records_rows.columns:
+        title = method_label(str(records_rows["method"].iloc[0]))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(h_pad=1.6, rect=(0, 0.03, 1, 1))
+    fig.text(0.5, 0.005, "under the images: the top-k before (left) and after (middle); red*: specified, "
+             "grey italic: not a true label", ha="center", va="bottom", fontsize=7)
+    return fig
+
+
+def fairness_frame(records: pd.DataFrame) -> pd.DataFrame:
+    """Whether every method attacked the same samples with the same specified labels (the fairness
+    rule), per (scheme, k, method).
+
+    Columns: scheme, k, method, n (samples attacked), same_samples and same_specified (compared with
+    the first method of the same scheme and k, in the order of :data:`tkmia.attacks.METHODS`).
+    """
+    _require(records, ["scheme", "k", "method", "sample", "specified"], "records")
+    rows = []
+    for (scheme, k), group in records.groupby(["scheme", "k"], sort=True):
+        methods = [m for m in METHODS if m in set(group["method"])]
+        methods += sorted(set(group["method"]) - set(methods))
+        plans = {}
+        for method in methods:
+            part = group[group["method"] == method].sort_values("sample")
+            specified = tuple(tuple(int(j) for j in s) for s in part["specified"])
+            plans[method] = (tuple(part["sample"]), specified)
+        first = plans[methods[0]]
+        for method in methods:
+            rows.append({"scheme": scheme, "k": k, "method": method, "n": len(plans[method][0]),
+                         "same_samples": plans[method][0] == first[0],
+                         "same_specified": plans[method] == first})
+    return pd.DataFrame(rows)
+
+
+def claim_frame(table: pd.DataFrame, measures: Sequence[str] = ("precision_at_k", "map_at_k", "ndcg_at_k")):
+    """The paper's main claim, per (scheme, k) of a :func:`tkmia.report.summarize` table: the
+    largest mean change |Δ| of any of TkMIA's ``measures`` against the smallest of any baseline's.
+
+    Columns: scheme, k, tkmia (TkMIA's largest |Δ|), baselines (the baselines' smallest |Δ|) and
+    holds (TkMIA's largest change is smaller than every baseline's smallest change).
+    """
+    columns = [f"delta_{m}" for m in measures]
+    _require(table, ["scheme", "k", "method", *columns], "table")
+    rows = []
+    for (scheme, k), group in table.groupby(["scheme", "k"], sort=True):
+        change = group.set_index("method")[columns].abs()
+        if "tkmia" not in change.index or len(change.index) < 2:
+            raise ValueError(f"table must hold TkMIA and at least one baseline at k = {k}")
+        tkmia = float(change.loc["tkmia"].max())
+        baselines = float(change.drop(index="tkmia").min(axis=1).min())
+        rows.append({"scheme": scheme, "k": k, "tkmia": tkmia, "baselines": baselines,
+                     "holds": tkmia < baselines})
+    return pd.DataFrame(rows)
+
+
+def claim_summary(table: pd.DataFrame) -> dict[str, str]:
+    """Sentence fragments for the prose about :func:`claim_frame` (so that it reads right whatever
+    the numbers are): ``verdict`` ("holds", "holds only in part", "does not hold") and ``where``
+    (e.g. "for every k of the grid (2, 3)", "for k = 2 only", "for no k of the grid")."""
+    frame = claim_frame(table)
+    ks = [int(k) for k in frame["k"].unique()]
+    good = sorted({int(k) for k in frame.loc[frame["holds"], "k"]})
+    bad = sorted({int(k) for k in frame.loc[~frame["holds"], "k"]})
+    listed = ", ".join(map(str, ks))
+    if not bad:
+        return {"verdict": "holds", "where": f"for every k of the grid ({listed})"}
+    if not good:
+        return {"verdict": "does not hold", "where": f"for no k of the grid ({listed})"}
+    return {"verdict": "holds only in part",
+            "where": f"for k = {', '.join(map(str, good))} only, not for k = {', '.join(map(str, bad))}"}
+
+
+def topk_changes(rows: pd.DataFrame) -> pd.DataFrame:
+    """What an attack did to each sample's top-k (records rows with clean_topk, adv_topk, labels,
+    specified).
+
+    Columns: sample, removed (specified labels that left the top-k), false_in (labels outside Y that
+    entered it), true_in (true labels that entered it).
+    """
+    _require(rows, ["sample", "clean_topk", "adv_topk", "labels", "specified"], "rows")
+    out = []
+    for _, rec in rows.iterrows():
+        before, after = {int(j) for j in rec["clean_topk"]}, {int(j) for j in rec["adv_topk"]}
+        truth, spec = {int(j) for j in rec["labels"]}, {int(j) for j in rec["specified"]}
+        entered = after - before
+        out.append({"sample": int(rec["sample"]), "removed": len((before - after) & spec),
+                    "false_in": len(entered - truth), "true_in": len(entered & truth)})
+    return pd.DataFrame(out, columns=["sample", "removed", "false_in", "true_in"])
