@@ -75,7 +75,7 @@ def compare_with_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset: str) ->
     """Our summary beside the paper's published values for ``dataset`` (rows of the paper file).
 
     ``paper`` has columns dataset, scheme, k, method, measure, value, source (see
-    ``tkmia.data.paper_tables``); the result has one row per (scheme, k, method, measure) with
+    ``tkmia.paper.paper_table``); the result has one row per (scheme, k, method, measure) with
     ``ours`` and ``paper`` columns; a value the paper file leaves empty stays NaN.
     """
     long = ours.melt(id_vars=["scheme", "k", "method"], value_vars=list(SUMMARY_COLUMNS),
