@@ -19,12 +19,12 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from tkmia.monitoring import STATISTICS, average_precision, detection_table
+from tkmia.plots.experiments import METHOD_NAMES, method_label
 from tkmia.plots.measures import MEASURE_NAMES
 from tkmia.report import summarize
 from tkmia.selection import GlobalSelection, RandomSelection
 
 __all__ = [
-    "METHOD_NAMES",
     "STATISTIC_NAMES",
     "as_image",
     "dataset_labels",
@@ -50,14 +50,10 @@ __all__ = [
 ]
 
 #: How the book writes each method of :data:`tkmia.attacks.METHODS`.
-METHOD_NAMES = {"tkmia": "TkMIA", "tkml_ap_u": "TkML-AP-U", "ml_cw_u": "ML-CW-U", "kfool": "kFool"}
 #: How the book writes each statistic of :data:`tkmia.monitoring.STATISTICS`.
 STATISTIC_NAMES = {**{m: MEASURE_NAMES[m] for m in ("precision_at_k", "map_at_k", "ndcg_at_k")},
                    "average_precision": "AP (whole ranking)", "topk_margin": "top-k margin"}
 
-
-def _method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
 
 
 # ---------------------------------------------------------------------------------- victims
@@ -217,7 +213,7 @@ def plot_sweep(summary: pd.DataFrame, parameter: str, *, log: bool = False,
                label: str | None = None) -> Figure:
     """Three panels against ``parameter``: success and imperceptible-success rates, mean Pert
     (×255, over successful samples), and the mean ΔP@k; one line per method."""
-    data = summary.assign(method=summary["method"].map(_method_name))
+    data = summary.assign(method=summary["method"].map(method_label))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     rates = data.melt(id_vars=[parameter, "method"], value_vars=["success_rate", "imperceptible_rate"],
                       var_name="rate", value_name="value")
@@ -270,7 +266,7 @@ def budget_frame(records: pd.DataFrame, budgets: Sequence[int] | None = None) ->
 def plot_budget(frame: pd.DataFrame) -> Figure:
     """Lines of :func:`budget_frame`: success rate against the iteration budget, one per method."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    sns.lineplot(data=frame.assign(method=frame["method"].map(_method_name)), x="max_iter", y="success_rate",
+    sns.lineplot(data=frame.assign(method=frame["method"].map(method_label)), x="max_iter", y="success_rate",
                  hue="method", drawstyle="steps-post", ax=ax)
     ax.set(xlabel="iteration budget max_iter", ylabel="success rate", ylim=(-0.02, 1.02))
     fig.tight_layout()
@@ -284,7 +280,7 @@ def plot_detection(table: pd.DataFrame) -> Figure:
     grid = grid.reindex(index=[m for m in METHOD_NAMES if m in grid.index] +
                         [m for m in grid.index if m not in METHOD_NAMES],
                         columns=[s for s in STATISTICS if s in grid.columns])
-    grid = grid.rename(index=_method_name, columns=lambda s: STATISTIC_NAMES.get(s, s))
+    grid = grid.rename(index=method_label, columns=lambda s: STATISTIC_NAMES.get(s, s))
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(grid) + 1.6))
     sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="rocket_r", ax=ax,
                 cbar_kws={"label": "detection rate"})
@@ -350,7 +346,7 @@ def detection_curve_frame(records: pd.DataFrame, alphas: Sequence[float] | None 
 
 def plot_detection_curves(frame: pd.DataFrame) -> Figure:
     """Detection rate against the clean false-alarm rate, one panel per statistic, one line per method."""
-    data = frame.assign(method=frame["method"].map(_method_name),
+    data = frame.assign(method=frame["method"].map(method_label),
                         statistic=frame["statistic"].map(lambda s: STATISTIC_NAMES.get(s, s)))
     present = set(data["statistic"])
     names = [STATISTIC_NAMES.get(s, s) for s in STATISTICS if STATISTIC_NAMES.get(s, s) in present]

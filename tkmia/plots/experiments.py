@@ -20,7 +20,8 @@ from tkmia.attacks import METHODS
 from tkmia.metrics import MEASURES
 from tkmia.plots.measures import MEASURE_NAMES
 
-__all__ = [  # METHOD_NAMES is not re-exported: tkmia.plots.analysis exports the same table
+__all__ = [
+    "METHOD_NAMES",
     "SUMMARY_NAMES",
     "method_label",
     "style_table",
