@@ -2,7 +2,8 @@
 
 Serves ``_build/html`` on 127.0.0.1, visits each page and fails on: a JavaScript page error, an
 internal request answered 4xx/5xx or failed, an image that does not load, an internal link to a
-missing page or anchor, or an experiment chapter without a figure or a table. Saves screenshots of
+missing page or anchor, maths that MathJax did not typeset, or an experiment chapter without a figure
+or a table. Saves screenshots of
 two chapters under ``_build/screenshots/``. Needs Debian's chromium (``/usr/bin/chromium``) and the
 ``playwright`` package (no browser download: it drives the system Chromium).
 
@@ -19,15 +20,22 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-#: chapters whose page must show at least one figure and one table
-EXPERIMENT_CHAPTERS = ("07_victims", "08_global", "09_random", "10_sensitivity", "12_monitoring",
-                       "13_full_scale")
-FIGURE_ONLY = ("11_gallery",)
+#: experiment chapters and what each page must show: a figure, a table, or both
+MUST_SHOW = {
+    "07_victims": ("figure", "table"),
+    "08_global": ("figure", "table"),
+    "09_random": ("figure", "table"),
+    "10_sensitivity": ("figure", "table"),
+    "11_gallery": ("figure",),
+    "12_monitoring": ("figure", "table"),
+    "13_full_scale": ("table",),
+}
 SCREENSHOTS = ("08_global", "05_relaxation")
 SKIP = {"genindex.html", "search.html", "py-modindex.html"}
 
@@ -82,14 +90,16 @@ def check(root: Path, screenshots: Path) -> list[str]:
                 if href.startswith(base):
                     links.append((rel, href))
             stem = Path(rel).stem
-            if stem in EXPERIMENT_CHAPTERS or stem in FIGURE_ONLY:
-                figures = page.evaluate(
-                    "document.querySelectorAll('main img, main svg.figure, main .cell_output img').length")
-                tables = page.evaluate("document.querySelectorAll('main table').length")
-                if figures == 0:
-                    errors.append("no figure on an experiment chapter")
-                if stem in EXPERIMENT_CHAPTERS and tables == 0:
-                    errors.append("no table on an experiment chapter")
+            if page.evaluate("document.querySelectorAll('main .math').length"):
+                try:  # MathJax (served from _static) typesets every formula
+                    page.wait_for_selector("mjx-container", state="attached", timeout=15000)
+                except PlaywrightTimeout:
+                    errors.append("maths not rendered (MathJax did not run)")
+            needs = MUST_SHOW.get(stem, ())
+            if "figure" in needs and not page.evaluate("document.querySelectorAll('main img').length"):
+                errors.append("no figure on an experiment chapter")
+            if "table" in needs and not page.evaluate("document.querySelectorAll('main table').length"):
+                errors.append("no table on an experiment chapter")
             if stem in SCREENSHOTS:
                 page.screenshot(path=str(screenshots / f"{stem}.png"), full_page=False)
             problems.extend(f"{rel}: {e}" for e in errors)

@@ -18,6 +18,7 @@ tests use). To rerun one notebook with other parameters, see ``tkmia run --help`
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -165,6 +166,15 @@ def _book_parameters(source: Path, profile: str | None, data_root: str | None, t
     params: dict[str, Any] = tiny_parameters(source) if tiny else {}
     if profile is not None and "profile" in declared:
         params["profile"] = profile
+    # a value equal to the notebook's own default is not injected: the page then shows no
+    # "injected parameters" cell unless the build really changed something
+    for name in list(params):
+        try:
+            same = ast.literal_eval(declared[name]["default"]) == params[name]
+        except (KeyError, ValueError, SyntaxError):
+            same = False
+        if same:
+            del params[name]
     if data_root is not None and "data_root" in declared:
         params["data_root"] = str(Path(data_root).expanduser().resolve())
     return params

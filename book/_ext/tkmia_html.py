@@ -25,7 +25,7 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
         if key not in seen:
             seen.add(key)
             unique.append(script)
-    context["script_files"] = unique
+    scripts[:] = unique  # in place: later handlers (MathJax's) append to this very list
 
 
 def setup(app):
