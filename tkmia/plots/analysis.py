@@ -286,6 +286,7 @@ def plot_detection(table: pd.DataFrame) -> Figure:
                 cbar_kws={"label": "detection rate"})
     ax.set(xlabel="statistic the victim watches", ylabel="attack")
     ax.tick_params(axis="x", rotation=20)
+    ax.tick_params(axis="y", rotation=0)  # horizontal method names never overlap
     fig.tight_layout()
     return fig
 
