@@ -208,3 +208,13 @@ def test_summary_of_a_real_run(baseline):
     table = report.summarize(baseline.records)
     assert len(table) == 1 and table.loc[0, "n"] == 10
     assert table.loc[0, "success_rate"] == pytest.approx(baseline.records["success"].mean())
+
+
+def test_load_records_keeps_runs_of_different_settings_apart(tmp_path):
+    go(root=tmp_path)
+    go(dataclasses.replace(CONFIG, lr=0.05), root=tmp_path)
+    records = report.load_records(tmp_path)
+    assert set(records["lr"]) == {0.2, 0.05} and records["run"].nunique() == 2
+    assert report.varying_settings(records) == ["lr"]
+    table = report.summarize(records, by=("scheme", "k", "method", *report.varying_settings(records)))
+    assert len(table) == 2 and sorted(table["n"]) == [10, 10]

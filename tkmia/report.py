@@ -7,6 +7,7 @@ samples, mean Pert over successful samples (×255 of [0, 1] pixel units), and th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,8 @@ import pandas as pd
 from tkmia.attacks import METHODS
 from tkmia.metrics import MEASURES
 
-__all__ = ["summarize", "with_deltas", "SUMMARY_COLUMNS", "load_records", "compare_with_paper"]
+__all__ = ["summarize", "with_deltas", "SUMMARY_COLUMNS", "SETTING_COLUMNS", "load_records",
+           "varying_settings", "compare_with_paper"]
 
 #: Columns of :func:`summarize`, in order.
 SUMMARY_COLUMNS = (
@@ -45,12 +47,12 @@ def summarize(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "meth
     if missing:
         raise ValueError(f"records lack the columns {sorted(missing)}")
     data = with_deltas(records[records["eligible"]])
-    groups = data.groupby(list(by), sort=True)
+    groups = data.groupby(list(by), sort=True, dropna=False)
     table = pd.DataFrame({
         "n": groups.size(),
         "success_rate": groups["success"].mean(),
         "imperceptible_rate": groups["imperceptible"].mean(),
-        "pert_l2_255": data[data["success"]].groupby(list(by))["pert_l2_255"].mean(),
+        "pert_l2_255": data[data["success"]].groupby(list(by), dropna=False)["pert_l2_255"].mean(),
         "iterations": groups["iterations"].mean(),
         **{f"delta_{m}": groups[f"delta_{m}"].mean() for m in MEASURES},
     })
@@ -62,13 +64,35 @@ def summarize(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "meth
     return table.reset_index(drop=True)[[*by, *SUMMARY_COLUMNS]]
 
 
+#: Configuration fields that :func:`load_records` attaches to every record of a run.
+SETTING_COLUMNS = ("n_samples", "lr", "max_iter", "weight_decay", "seed", "options")
+
+
 def load_records(results_dir: str | Path) -> pd.DataFrame:
-    """All finished runs under ``results_dir`` (each a folder holding records.parquet), concatenated."""
+    """All finished runs under ``results_dir`` (each a folder holding records.parquet), concatenated.
+
+    Every record also gets its run's folder name (``run``) and the run's :data:`SETTING_COLUMNS`
+    (``options`` as JSON text), so that runs of different settings are never pooled by mistake.
+    """
     root = Path(results_dir)
     files = sorted(root.rglob("records.parquet"))
     if not files:
         raise FileNotFoundError(f"no records.parquet under {root}")
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frames = []
+    for file in files:
+        frame = pd.read_parquet(file)
+        config = json.loads((file.parent / "config.json").read_text())["config"]
+        frame["run"] = file.parent.name
+        for name in SETTING_COLUMNS:
+            value = config.get(name)
+            frame[name] = json.dumps(value, sort_keys=True) if name == "options" else value
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def varying_settings(records: pd.DataFrame) -> list[str]:
+    """The :data:`SETTING_COLUMNS` of ``records`` that take more than one value."""
+    return [c for c in SETTING_COLUMNS if c in records and records[c].astype(str).nunique() > 1]
 
 
 def compare_with_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset: str) -> pd.DataFrame:

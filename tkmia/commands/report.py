@@ -15,7 +15,9 @@ def register(sub) -> None:
 def main(args: argparse.Namespace) -> int:
     from tkmia import report
 
-    table = report.summarize(report.load_records(args.results_dir))
+    records = report.load_records(args.results_dir)
+    # one row per (scheme, k, method) and per setting that differs between the stored runs
+    table = report.summarize(records, by=("scheme", "k", "method", *report.varying_settings(records)))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.csv:
         table.to_csv(args.csv, index=False)
