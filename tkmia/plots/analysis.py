@@ -78,9 +78,9 @@ def dataset_labels(dataset) -> Tensor:
 
 def victim_scores(model: nn.Module, dataset, device: str = "cpu", batch_size: int = 256) -> Tensor:
     """The victim's logits on every image of ``dataset``, (N, C), on the CPU (eval mode)."""
-    from tkmia.experiments import clean_scores  # floor 4, imported lazily
+    from tkmia.training import predict
 
-    return clean_scores(model, dataset, list(range(len(dataset))), device, batch_size=batch_size)
+    return predict(model, dataset, batch_size=batch_size, device=device)[0]
 
 
 def model_summary(model: nn.Module) -> pd.DataFrame:
