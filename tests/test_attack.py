@@ -97,6 +97,20 @@ def test_reference_parametrisation_distorts_the_clean_image(case):
     assert (out.clean_scores - model(images)).abs().max() > 1e-3
 
 
+def test_starting_point_is_the_iterate_zero(case):
+    model, images, labels = case
+    exact = TkMIA(model, 3, lr=0.05, max_iter=1)
+    assert torch.equal(exact.starting_point(images), images)
+    ref = TkMIA(model, 3, lr=0.05, max_iter=1, parametrisation="reference")
+    start = ref.starting_point(images)
+    torch.testing.assert_close(start, 0.5 + 0.5 * torch.tanh(2 * images - 1))
+    out = ref(images, labels, GlobalSelection([0, 1, 2, 3]))
+    with torch.no_grad():
+        torch.testing.assert_close(out.clean_scores, model(start), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="images must lie in box"):
+        ref.starting_point(images + 2)
+
+
 def test_samples_successful_at_step_zero_cost_no_step(case):
     model, images, labels = case
     with torch.no_grad():

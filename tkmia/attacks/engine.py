@@ -20,14 +20,15 @@ from torch import Tensor, nn
 from tkmia.metrics import _check_k, _check_labels, delta_n, measures, topk_mask
 from tkmia.selection import GlobalSelection, RandomSelection, Specification
 
-__all__ = ["Attack", "AttackResult", "State", "PARAMETRISATIONS"]
+__all__ = ["Attack", "AttackResult", "State", "PARAMETRISATIONS", "ATANH_EPS"]
 
 #: ``"exact"``: w0 = artanh of the clean image, so step 0 reproduces it exactly.
 #: ``"reference"``: the reference code's w0 = the clean image itself, so its "clean" point is
 #: mid + half·tanh((x − mid)/half) ≠ x (kept only to measure how much that changes the numbers).
 PARAMETRISATIONS = ("exact", "reference")
 
-_EPS = 1e-6  # artanh is evaluated on [-1 + _EPS, 1 - _EPS]
+#: artanh is evaluated on [-1 + ATANH_EPS, 1 - ATANH_EPS] (shared with kFool's step)
+ATANH_EPS = 1e-6
 
 
 @dataclass
@@ -286,7 +287,7 @@ class Attack:
         return torch.add(state.base, state.tanh_w, alpha=(high - low) / 2).clamp_(low, high)
 
     # ------------------------------------------------------------------ validation
-    def _validate(self, images: Tensor, labels: Tensor) -> None:
+    def _validate_images(self, images) -> None:
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
         if images.dim() != 4:
@@ -301,6 +302,9 @@ class Attack:
                 f"images must lie in box = {self.box}, got values in "
                 f"[{images.min().item():.4g}, {images.max().item():.4g}]"
             )
+
+    def _validate(self, images: Tensor, labels: Tensor) -> None:
+        self._validate_images(images)
         if not isinstance(labels, Tensor):
             raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
         if labels.dim() != 2 or labels.shape[0] != images.shape[0]:
@@ -354,6 +358,29 @@ class Attack:
             )
         return spec
 
+    # ------------------------------------------------------------------ the start point
+    def _decode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(w0, base, start) of the box parametrisation for images x (N, 3, H, W) in the box."""
+        low, high = self.box
+        mid, half = (low + high) / 2, (high - low) / 2
+        scaled = (x - mid) / half
+        if self.parametrisation == "exact":
+            w0 = torch.atanh(scaled.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS))
+            base = x - half * torch.tanh(w0)  # mid + offset, |offset| ≤ half·ATANH_EPS
+            return w0, base, x  # step 0 is the clean image itself
+        w0, base = scaled, torch.full_like(x, mid)
+        return w0, base, (mid + half * torch.tanh(w0)).clamp(low, high)
+
+    def starting_point(self, images: Tensor) -> Tensor:
+        """The iterate 0 the attack starts from, and on which eligibility is judged.
+
+        ``images`` itself for ``parametrisation="exact"``; the reference's tanh-distorted
+        mid + half·tanh((x − mid)/half) for ``"reference"``. Shape (N, 3, H, W) -> (N, 3, H, W),
+        in ``box``.
+        """
+        self._validate_images(images)
+        return self._decode(images.detach())[2]
+
     # ------------------------------------------------------------------ the loop
     def __call__(self, images: Tensor, labels: Tensor, specified, ids=None) -> AttackResult:
         """Attack a batch. Shapes: images (N, 3, H, W) in ``box``, labels (N, C) in {0, 1}.
@@ -361,17 +388,8 @@ class Attack:
         ``ids`` (N,) names the samples for a random selection's per-sample draws.
         """
         self._validate(images, labels)
-        low, high = self.box
-        mid, half = (low + high) / 2, (high - low) / 2
         x = images.detach()
-        scaled = (x - mid) / half
-        if self.parametrisation == "exact":
-            w0 = torch.atanh(scaled.clamp(-1 + _EPS, 1 - _EPS))
-            base = x - half * torch.tanh(w0)  # mid + offset, |offset| ≤ half·_EPS
-            start = x  # step 0 is the clean image itself
-        else:
-            w0, base = scaled, torch.full_like(x, mid)
-            start = (mid + half * torch.tanh(w0)).clamp(low, high)
+        w0, base, start = self._decode(x)
 
         with _eval_mode(self.model):
             with torch.no_grad():

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from tkmia.attacks.engine import _EPS, Attack, State
+from tkmia.attacks.engine import ATANH_EPS, Attack, State
 from tkmia.metrics import ranking
 
 __all__ = ["KFool", "kfool_anchor"]
@@ -109,6 +109,6 @@ class KFool(Attack):
         with torch.no_grad():
             x_new = (x_now + factor.view(-1, 1, 1, 1) * direction).clamp(low, high)
             scaled = (x_new - state.base) / half
-            state.w = torch.atanh(scaled.clamp(-1 + _EPS, 1 - _EPS))
+            state.w = torch.atanh(scaled.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS))
         state.tanh_w = None
         state.loss = gap.abs()
