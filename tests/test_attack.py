@@ -89,7 +89,7 @@ def test_exact_parametrisation_reproduces_the_clean_image(case, result):
 
 def test_reference_parametrisation_distorts_the_clean_image(case):
     model, images, labels = case
-    ref = TkMIA(model, 3, lr=0.05, max_iter=0, parametrisation="reference")
+    ref = TkMIA(model, 3, lr=0.05, max_iter=1, parametrisation="reference")
     out = ref(images, labels, GlobalSelection([0, 1, 2, 3]))
     with torch.no_grad():
         distorted = model(0.5 + 0.5 * torch.tanh(2 * images - 1))
@@ -111,19 +111,38 @@ def test_starting_point_is_the_iterate_zero(case):
         ref.starting_point(images + 2)
 
 
-def test_samples_successful_at_step_zero_cost_no_step(case):
+def test_mask_of_labels_outside_the_top_k_is_not_eligible(case):
+    """A plain mask is judged by the global rule: a row whose specified label is already outside
+    the clean top-k is not attacked and not a success (it used to succeed at iteration 0)."""
     model, images, labels = case
     with torch.no_grad():
         scores = model(images)
-    # specify, for every sample, one true label that is outside its top-3: ΔN ≥ 0 holds at once
     outside = (labels.bool() & ~topk_mask(scores, 3)).float()
     first = torch.zeros_like(outside)
     has = outside.sum(1) > 0
     first[has, outside[has].argmax(1)] = 1
     out = TkMIA(model, 3, lr=0.05, max_iter=50)(images[has], labels[has], first[has])
-    assert out.success.all() and (out.required == 0).all()
-    assert (out.iterations == 0).all()
+    assert not out.eligible.any() and not out.success.any()
+    assert (out.iterations == 0).all() and (out.perturbation_l2 == 0).all()
     assert torch.equal(out.adv_images, images[has])
+
+
+def test_mask_rows_follow_the_global_rule(case):
+    """Per row: eligible iff S ∩ T_k ≠ ∅ and |Y| ≥ k + |S|; required = |S ∩ T_k| (as GlobalSelection)."""
+    model, images, labels = case
+    with torch.no_grad():
+        scores = model(images)
+    mask = labels * (torch.arange(C) < 4)  # S = Y ∩ {0, 1, 2, 3}
+    attack = TkMIA(model, 3, lr=0.05, max_iter=60)
+    by_mask = attack(images, labels, mask)
+    by_scheme = attack(images, labels, GlobalSelection([0, 1, 2, 3]))
+    for name in ("eligible", "specified", "required", "success", "iterations", "adv_images"):
+        assert torch.equal(getattr(by_mask, name), getattr(by_scheme, name)), name
+    top = topk_mask(scores, 3)
+    in_top = (top & mask.bool()).sum(1)
+    expected = (in_top > 0) & (labels.sum(1) >= 3 + mask.sum(1))
+    assert torch.equal(by_mask.eligible, expected) and 0 < expected.sum() < len(expected)
+    assert torch.equal(by_mask.required[expected], in_top[expected])
 
 
 def test_frozen_samples_do_not_change_afterwards(case, result):
@@ -172,7 +191,7 @@ def test_update_is_torch_sgd_with_momentum_and_weight_decay(case):
         eligible=torch.tensor([True, True]),
         required=torch.tensor([99, 99]),  # unreachable: no sample freezes
     )
-    out = TkMIA(model, 3, lr=0.03, max_iter=3, weight_decay=0.5)(x, y, spec)
+    out = TkMIA(model, 3, lr=0.03, max_iter=4, weight_decay=0.5)(x, y, spec)  # iterates 0..3
     w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
     offset = x - (0.5 + 0.5 * torch.tanh(w0))
     delta = torch.zeros_like(x, requires_grad=True)
@@ -227,8 +246,9 @@ def _call(images=None, labels=None, specified=None, **kw):
     [
         ({"k": 0}, "k must be"),
         ({"k": C}, "k must be in"),
-        ({"lr": 0.0}, "lr must be > 0"),
-        ({"max_iter": -1}, "max_iter must be >= 0"),
+        ({"lr": 0.0}, "lr must be a finite number > 0"),
+        ({"max_iter": -1}, "max_iter must be an int >= 1"),
+        ({"max_iter": 0}, "max_iter must be an int >= 1"),
         ({"max_iter": 2.5}, "max_iter must be an int"),
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"box": (1.0, 0.0)}, "box must be a pair"),

@@ -10,7 +10,7 @@ from torch import nn
 
 import tkmia.attacks as attacks
 from tkmia.attacks import METHODS, MLCWU, KFool, TkMIA, TkMLAPU, get
-from tkmia.attacks.engine import _EPS, State
+from tkmia.attacks.engine import ATANH_EPS, State
 from tkmia.attacks.kfool import kfool_anchor
 from tkmia.attacks.ml_cw_u import ml_cw_u_loss
 from tkmia.attacks.tkml_ap_u import tkml_ap_u_loss
@@ -121,7 +121,7 @@ def _kfool_step_loop(model, x_it, clean_scores, labels, offset, w0, k, overshoot
             g = g + float((f[j] - f[m]).detach()) / float(norm)
         r = abs(g) * w / w.norm() if w.norm() > 0 else torch.zeros_like(w)
         x_new = (x.detach() + (1 + overshoot) * r).clamp(low, high)
-        tanh_w = ((x_new - offset[n : n + 1] - mid) / half).clamp(-1 + _EPS, 1 - _EPS)
+        tanh_w = ((x_new - offset[n : n + 1] - mid) / half).clamp(-1 + ATANH_EPS, 1 - ATANH_EPS)
         out.append(torch.atanh(tanh_w) - w0[n : n + 1])
     return torch.cat(out)
 
@@ -130,7 +130,7 @@ def _kfool_step_loop(model, x_it, clean_scores, labels, offset, w0, k, overshoot
 def test_kfool_batched_step_equals_per_sample_loop(k):
     model, images, labels = toy_problem(seed=4, num=6, dtype=torch.float64)
     attack = KFool(model, k)
-    w0 = torch.atanh((images * 2 - 1).clamp(-1 + _EPS, 1 - _EPS))
+    w0 = torch.atanh((images * 2 - 1).clamp(-1 + ATANH_EPS, 1 - ATANH_EPS))
     offset = images - (0.5 + 0.5 * torch.tanh(w0))
     delta = 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     base = images - 0.5 * torch.tanh(w0)  # the engine's mid + offset

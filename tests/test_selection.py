@@ -32,7 +32,7 @@ def test_global_rule_per_sample(k):
 @pytest.mark.parametrize("k,n_pert,del_n", [(2, 2, 2), (3, 2, 1), (5, 3, 2)])
 def test_random_rule_per_sample(k, n_pert, del_n):
     scores, labels = case(seed=k)
-    spec = RandomSelection(n_pert, del_n, seed=3).select(scores, labels, k)
+    spec = RandomSelection(n_pert, del_n, seed=3).select(scores, labels, k, ids=torch.arange(200))
     for n in range(len(scores)):
         truth = {j for j in range(12) if labels[n, j]}
         top = set(topk_indices(scores[n : n + 1], k)[0].tolist())
@@ -82,11 +82,21 @@ def test_success_rule():
 
 
 def test_from_mask_uses_the_global_rule():
-    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
-    mask = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 0]])
-    spec = Specification.from_mask(mask, scores, 2)
-    assert spec.required.tolist() == [1, 0]
-    assert spec.eligible.tolist() == [True, False]
+    """A mask row is eligible iff S ∩ T_k ≠ ∅ and |Y| ≥ k + |S|; required = |S ∩ T_k|."""
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]]).repeat(5, 1)
+    labels = torch.tensor([[1.0, 1, 1, 1, 1, 0]]).repeat(5, 1)
+    labels[3, 3:5] = 0  # |Y| = 3 < k + |S| = 2 + 2
+    mask = torch.tensor([
+        [1.0, 0, 1, 0, 0, 0],  # one in the top-2, one outside: eligible, required 1
+        [0, 0, 0, 0, 0, 0],  # empty S
+        [0, 0, 1, 1, 0, 0],  # nothing of S in the top-2: not eligible (it used to be)
+        [1, 1, 0, 0, 0, 0],  # |Y| too small
+        [1, 1, 0, 0, 0, 0],  # both in the top-2, |Y| = 5 ≥ 4: required 2
+    ])
+    spec = Specification.from_mask(mask, scores, labels, 2)
+    assert spec.eligible.tolist() == [True, False, False, False, True]
+    assert spec.required.tolist() == [1, 0, 0, 2, 2]
+    assert torch.equal(spec.specified, mask.bool())
 
 
 @pytest.mark.parametrize(

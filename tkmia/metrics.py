@@ -11,6 +11,7 @@ that implements it.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,6 +33,16 @@ __all__ = [
 MEASURES = ("topk_accuracy", "precision_at_k", "map_at_k", "ndcg_at_k")
 
 
+def _as_int(value, name: str) -> int:
+    """``value`` as a Python int: an int, a NumPy integer or a one-element integer tensor/array
+    (never a bool or a float, even an integral one)."""
+    if isinstance(value, Tensor | np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
 def _check_scores(scores: Tensor, name: str = "scores") -> None:
     if not isinstance(scores, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
@@ -39,14 +50,22 @@ def _check_scores(scores: Tensor, name: str = "scores") -> None:
         raise ValueError(f"{name} must have shape (N, C), got shape {tuple(scores.shape)}")
     if not scores.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
+    nan = torch.isnan(scores)
+    if nan.any():
+        rows = nan.any(1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"{name} must not contain NaN (a NaN score cannot be ranked): samples {rows[:10]}"
+            f"{' …' if len(rows) > 10 else ''} of {scores.shape[0]} have NaN scores"
+        )
 
 
-def _check_k(k: int, num_classes: int, upper: int | None = None) -> None:
+def _check_k(k: int, num_classes: int, upper: int | None = None) -> int:
+    """``k`` as an int in [1, upper] (default C); raises naming k otherwise."""
     upper = num_classes if upper is None else upper
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    k = _as_int(k, "k")
     if not 1 <= k <= upper:
         raise ValueError(f"k must be in [1, {upper}] for C = {num_classes} labels, got k = {k}")
+    return k
 
 
 def _check_labels(labels: Tensor, scores: Tensor, name: str = "labels") -> Tensor:
@@ -83,7 +102,7 @@ def topk_indices(scores: Tensor, k: int) -> Tensor:
         tensor([[1, 2]])
     """
     _check_scores(scores)
-    _check_k(k, scores.shape[1])
+    k = _check_k(k, scores.shape[1])
     return ranking(scores)[:, :k]
 
 
@@ -104,13 +123,13 @@ def ranks(scores: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(1, order, positions)
 
 
-def _relevance_at_top(scores: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Relevance (N, k) float of the labels ranked 1..k, and |Y| (N,) float."""
+def _relevance_at_top(scores: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor, int]:
+    """Relevance (N, k) float of the labels ranked 1..k, |Y| (N,) float, and k as an int."""
     _check_scores(scores)
-    _check_k(k, scores.shape[1])
+    k = _check_k(k, scores.shape[1])
     truth = _check_labels(labels, scores)
     rel = truth.gather(1, ranking(scores)[:, :k]).to(scores.dtype)
-    return rel, truth.sum(1).to(scores.dtype)
+    return rel, truth.sum(1).to(scores.dtype), k
 
 
 def _precision(rel: Tensor, k: int) -> Tensor:
@@ -132,7 +151,7 @@ def _ndcg(rel: Tensor, num_true: Tensor, k: int) -> Tensor:
     ideal_count = num_true.clamp(max=k).long()
     cumulative = torch.cat([discount.new_zeros(1), discount.cumsum(0)])
     idcg = cumulative[ideal_count]
-    return torch.where(idcg > 0, dcg / idcg.clamp(min=1e-12), torch.zeros_like(dcg))
+    return torch.where(idcg > 0, dcg / idcg.clamp(min=torch.finfo(idcg.dtype).tiny), torch.zeros_like(dcg))
 
 
 def _accuracy(rel: Tensor, num_true: Tensor, k: int) -> Tensor:
@@ -150,7 +169,7 @@ def precision_at_k(scores: Tensor, labels: Tensor, k: int) -> Tensor:
         >>> precision_at_k(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[1.0, 0.0, 1.0]]), 2)
         tensor([0.5000])
     """
-    rel, _ = _relevance_at_top(scores, labels, k)
+    rel, _, k = _relevance_at_top(scores, labels, k)
     return _precision(rel, k)
 
 
@@ -159,7 +178,7 @@ def map_at_k(scores: Tensor, labels: Tensor, k: int) -> Tensor:
 
     A sample with no true label scores 0. Shape: (N, C) -> (N,).
     """
-    rel, num_true = _relevance_at_top(scores, labels, k)
+    rel, num_true, k = _relevance_at_top(scores, labels, k)
     return _average_precision(rel, num_true, k)
 
 
@@ -170,7 +189,7 @@ def ndcg_at_k(scores: Tensor, labels: Tensor, k: int) -> Tensor:
     instead; the two agree on tie-free scores). A sample with no true label scores 0.
     Shape: (N, C) -> (N,).
     """
-    rel, num_true = _relevance_at_top(scores, labels, k)
+    rel, num_true, k = _relevance_at_top(scores, labels, k)
     return _ndcg(rel, num_true, k)
 
 
@@ -179,7 +198,7 @@ def topk_accuracy(scores: Tensor, labels: Tensor, k: int) -> Tensor:
 
     Shape: (N, C) -> (N,) float in {0, 1}.
     """
-    rel, num_true = _relevance_at_top(scores, labels, k)
+    rel, num_true, k = _relevance_at_top(scores, labels, k)
     return _accuracy(rel, num_true, k)
 
 
@@ -195,7 +214,7 @@ def delta_n(clean_scores: Tensor, adv_scores: Tensor, specified: Tensor, k: int)
             f"adv_scores must have the shape of clean_scores {tuple(clean_scores.shape)}, "
             f"got {tuple(adv_scores.shape)}"
         )
-    _check_k(k, clean_scores.shape[1])
+    k = _check_k(k, clean_scores.shape[1])
     spec = _check_labels(specified, clean_scores, "specified")
     before = (topk_mask(clean_scores, k) & spec).sum(1)
     after = (topk_mask(adv_scores, k) & spec).sum(1)
@@ -207,7 +226,7 @@ def measures(scores: Tensor, labels: Tensor, k: int) -> dict[str, Tensor]:
 
     Returns a dict name -> (N,) tensor.
     """
-    rel, num_true = _relevance_at_top(scores, labels, k)
+    rel, num_true, k = _relevance_at_top(scores, labels, k)
     return {
         "topk_accuracy": _accuracy(rel, num_true, k),
         "precision_at_k": _precision(rel, k),

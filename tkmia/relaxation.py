@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tkmia.metrics import _as_int
+
 __all__ = [
     "kth_largest",
     "average_top_k",
@@ -20,16 +22,37 @@ __all__ = [
     "atk_minimiser",
     "tkmia_terms",
     "tkmia_loss",
+    "masked_amax",
+    "masked_amin",
 ]
 
 
-def _check_m(v: Tensor, m: int) -> None:
+def _check_m(v: Tensor, m: int) -> int:
     if not isinstance(v, Tensor):
         raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
-    if isinstance(m, bool) or not isinstance(m, int):
-        raise TypeError(f"m must be an int, got {type(m).__name__}")
+    m = _as_int(m, "m")
     if not 1 <= m <= v.shape[-1]:
         raise ValueError(f"m must be in [1, {v.shape[-1]}] (the last dimension), got m = {m}")
+    return m
+
+
+def masked_amax(values: Tensor, mask: Tensor, keepdim: bool = False) -> Tensor:
+    """The largest entry of ``values`` where ``mask`` is true, along the last dimension.
+
+    The masked-out entries are replaced by the lowest finite value of ``values``' own dtype
+    (``torch.finfo(dtype).min``), so nothing overflows in float16 or bfloat16; a row with an
+    empty mask gets that lowest value (guard such rows, e.g. with ``torch.where``).
+    Shape: values, mask (..., C) -> (...) (or (..., 1) with ``keepdim``).
+    """
+    low = torch.finfo(values.dtype).min
+    return torch.where(mask.bool(), values, values.new_tensor(low)).amax(-1, keepdim=keepdim)
+
+
+def masked_amin(values: Tensor, mask: Tensor, keepdim: bool = False) -> Tensor:
+    """The smallest entry of ``values`` where ``mask`` is true, along the last dimension; the
+    mirror of :func:`masked_amax` (an empty row gets ``torch.finfo(dtype).max``)."""
+    high = torch.finfo(values.dtype).max
+    return torch.where(mask.bool(), values, values.new_tensor(high)).amin(-1, keepdim=keepdim)
 
 
 def kth_largest(v: Tensor, m: int) -> Tensor:
@@ -41,7 +64,7 @@ def kth_largest(v: Tensor, m: int) -> Tensor:
         >>> kth_largest(torch.tensor([1.0, 4.0, 2.0]), 2)
         tensor(2.)
     """
-    _check_m(v, m)
+    m = _check_m(v, m)
     return torch.topk(v, m, dim=-1).values[..., -1]
 
 
@@ -54,7 +77,7 @@ def average_top_k(v: Tensor, m: int) -> Tensor:
         >>> average_top_k(torch.tensor([1.0, 4.0, 2.0]), 2)
         tensor(3.)
     """
-    _check_m(v, m)
+    m = _check_m(v, m)
     return torch.topk(v, m, dim=-1).values.mean(-1)
 
 
@@ -67,7 +90,7 @@ def atk_variational(v: Tensor, m: int, lam: Tensor | float) -> Tensor:
         lam: λ, a float or a tensor of shape (...).
     Returns: shape (...); ≥ ATk_m(v) for every λ, with equality at λ = :func:`atk_minimiser`.
     """
-    _check_m(v, m)
+    m = _check_m(v, m)
     lam = torch.as_tensor(lam, dtype=v.dtype, device=v.device)
     return lam + torch.relu(v - lam.unsqueeze(-1)).sum(-1) / m
 
@@ -75,9 +98,6 @@ def atk_variational(v: Tensor, m: int, lam: Tensor | float) -> Tensor:
 def atk_minimiser(v: Tensor, m: int) -> Tensor:
     """λ* = v_[m], a minimiser of :func:`atk_variational` over λ. Shape: (..., C) -> (...)."""
     return kth_largest(v, m)
-
-
-_BIG = 1e30
 
 
 def tkmia_terms(scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -92,10 +112,12 @@ def tkmia_terms(scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> tu
     """
     spec = specified.bool()
     rest = labels.bool() & ~spec
-    max_spec = scores.masked_fill(~spec, -_BIG).amax(-1, keepdim=True)
-    min_rest = scores.masked_fill(~rest, _BIG).amin(-1, keepdim=True)
-    a = torch.where(spec.any(-1, keepdim=True), max_spec - scores, torch.zeros_like(scores))
-    b = torch.where(rest.any(-1, keepdim=True), scores - min_rest, torch.zeros_like(scores))
+    has_spec, has_rest = spec.any(-1, keepdim=True), rest.any(-1, keepdim=True)
+    # an empty row's max/min is replaced by 0 before the subtraction: no overflow in fp16
+    max_spec = torch.where(has_spec, masked_amax(scores, spec, keepdim=True), 0.0)
+    min_rest = torch.where(has_rest, masked_amin(scores, rest, keepdim=True), 0.0)
+    a = torch.where(has_spec, max_spec - scores, torch.zeros_like(scores))
+    b = torch.where(has_rest, scores - min_rest, torch.zeros_like(scores))
     return a, b
 
 
@@ -125,6 +147,7 @@ def tkmia_loss(
         tensor([5.])
     """
     num_classes = scores.shape[-1]
+    k = _as_int(k, "k")
     if not 1 <= k <= num_classes - 1:
         raise ValueError(f"k must be in [1, {num_classes - 1}] for C = {num_classes}, got {k}")
     a, b = tkmia_terms(scores, labels, specified, k)

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from tkmia.metrics import _check_k, _check_labels, _check_scores, delta_n, topk_mask
+from tkmia.metrics import _as_int, _check_k, _check_labels, _check_scores, delta_n, topk_mask
 
-__all__ = ["Specification", "GlobalSelection", "RandomSelection", "make_selection", "SCHEMES"]
+__all__ = ["Specification", "GlobalSelection", "RandomSelection", "make_selection", "sample_ids", "SCHEMES"]
 
 #: Names accepted by :func:`make_selection`.
 SCHEMES = ("global", "random")
@@ -49,20 +50,44 @@ class Specification:
         return Specification(self.specified[rows], self.eligible[rows], self.required[rows])
 
     @classmethod
-    def from_mask(cls, specified: Tensor, clean_scores: Tensor, k: int) -> Specification:
-        """A given S for every sample, judged by the global rule (required = |S ∩ T_k(x)|).
+    def from_mask(cls, specified: Tensor, clean_scores: Tensor, labels: Tensor, k: int) -> Specification:
+        """A given S per sample (``specified``, (N, C) in {0, 1}, S ⊆ Y), judged by the global rule.
 
-        Every row with a non-empty S is eligible; a row with an empty S is not attacked.
+        A mask row is the S of its sample, as :class:`GlobalSelection` would have made it: the
+        row is eligible iff S ∩ T_k(x) ≠ ∅ and |Y| ≥ k + |S|, and success requires every
+        specified label that was in the clean top-k to leave it (required = |S ∩ T_k(x)|).
+        A specified label already outside the clean top-k is not attacked; a row with nothing
+        of S in the top-k (an empty S included) is not eligible.
+        Shape: specified, clean_scores, labels (N, C) -> :class:`Specification` of N.
         """
-        spec = specified.bool()
+        _check_scores(clean_scores, "clean_scores")
+        truth = _check_labels(labels, clean_scores)
+        spec = _check_labels(specified, clean_scores, "specified")
+        num_classes = clean_scores.shape[1]
+        k = _check_k(k, num_classes, num_classes - 1)
         required = (topk_mask(clean_scores, k) & spec).sum(1)
-        return cls(spec, spec.any(1), required)
+        eligible = (required > 0) & (truth.sum(1) >= k + spec.sum(1))
+        return cls(spec, eligible, required)
 
 
 def _as_class_list(classes: Sequence[int], name: str = "classes") -> list[int]:
-    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence | Tensor):
-        raise TypeError(f"{name} must be a sequence of class indices, got {classes!r}")
-    out = [int(c) for c in classes]
+    """Integer class indices from a sequence, a NumPy array or a 1-D tensor; floats are refused
+    (``[0.7, 1.2]`` is an error, never the classes [0, 1])."""
+    if isinstance(classes, Tensor | np.ndarray):
+        if classes.ndim != 1:
+            raise ValueError(f"{name} must be one-dimensional, got shape {tuple(classes.shape)}")
+        classes = classes.tolist()
+    if isinstance(classes, str | bytes) or not isinstance(classes, Sequence):
+        raise TypeError(f"{name} must be a sequence of class indices (ints), got {classes!r}")
+    out = []
+    for c in classes:
+        try:
+            out.append(_as_int(c, name))
+        except TypeError:
+            raise TypeError(
+                f"{name} must hold integer class indices, got {c!r} ({type(c).__name__}) in "
+                f"{list(classes)!r}"
+            ) from None
     if not out:
         raise ValueError(f"{name} must name at least one class index, got an empty list")
     return out
@@ -91,7 +116,7 @@ class GlobalSelection:
         _check_scores(clean_scores, "clean_scores")
         truth = _check_labels(labels, clean_scores)
         num_classes = clean_scores.shape[1]
-        _check_k(k, num_classes, num_classes - 1)
+        k = _check_k(k, num_classes, num_classes - 1)
         bad = [c for c in self.classes if not 0 <= c < num_classes]
         if bad:
             raise ValueError(f"classes must be in [0, {num_classes - 1}], got {bad}")
@@ -107,49 +132,53 @@ class RandomSelection:
     """Per sample, ``n_pert`` labels drawn uniformly from Y ∩ T_k(x); success iff ΔN ≥ ``del_n``.
 
     Eligible iff Y ∩ T_k(x) holds at least ``n_pert`` labels and |Y| ≥ k + n_pert. The draw of
-    sample ``ids[n]`` depends only on (seed, ids[n]), never on the batch it arrives in.
+    sample ``ids[n]`` depends only on (seed, ids[n]), never on the batch it arrives in, nor its
+    position there: :meth:`select` therefore requires ``ids``. (An :class:`~tkmia.attacks.engine.Attack`
+    called without ids names each image by a hash of its pixels instead.)
 
     Args:
         n_pert: how many labels to specify, 1 ≤ n_pert ≤ k.
         del_n: how many of them must leave the top-k, 1 ≤ del_n ≤ n_pert.
-        seed: seed of the draws.
+        seed: seed of the draws, an int ≥ 0.
     """
 
     scheme = "random"
 
     def __init__(self, n_pert: int, del_n: int, seed: int = 0):
-        for name, value in (("n_pert", n_pert), ("del_n", del_n), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r}")
+        n_pert, del_n, seed = _as_int(n_pert, "n_pert"), _as_int(del_n, "del_n"), _as_int(seed, "seed")
         if n_pert < 1:
             raise ValueError(f"n_pert must be >= 1, got {n_pert}")
         if not 1 <= del_n <= n_pert:
             raise ValueError(f"del_n must be in [1, n_pert = {n_pert}], got {del_n}")
+        if seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed}")
         self.n_pert, self.del_n, self.seed = n_pert, del_n, seed
 
     def __repr__(self) -> str:
         return f"RandomSelection(n_pert={self.n_pert}, del_n={self.del_n}, seed={self.seed})"
 
-    def _keys(self, ids: Tensor, num_classes: int) -> Tensor:
+    def _keys(self, ids: list[int], num_classes: int) -> Tensor:
         """Uniform keys (N, C) on the CPU, one generator per sample id."""
         keys = torch.empty(len(ids), num_classes)
         gen = torch.Generator()
-        for row, sample_id in enumerate(ids.tolist()):
-            gen.manual_seed(self.seed * 1_000_003 + int(sample_id))
+        for row, sample_id in enumerate(ids):
+            gen.manual_seed((self.seed * 1_000_003 + sample_id) % 2**63)
             keys[row] = torch.rand(num_classes, generator=gen)
         return keys
 
-    def select(self, clean_scores: Tensor, labels: Tensor, k: int, ids: Tensor | None = None):
-        """The specification of each sample; ``ids`` (N,) names the samples (default 0..N−1)."""
+    def select(self, clean_scores: Tensor, labels: Tensor, k: int, ids=None) -> Specification:
+        """The specification of each sample. Shape: (N, C) -> :class:`Specification` of N.
+
+        ``ids`` (N,) integers (a tensor, a NumPy array or a list) name the samples, e.g. their
+        dataset indices; required, so that a sample's draw never depends on its batch.
+        """
         _check_scores(clean_scores, "clean_scores")
         truth = _check_labels(labels, clean_scores)
         num, num_classes = clean_scores.shape
-        _check_k(k, num_classes, num_classes - 1)
+        k = _check_k(k, num_classes, num_classes - 1)
         if self.n_pert > k:
             raise ValueError(f"n_pert must be <= k = {k}, got n_pert = {self.n_pert}")
-        ids = torch.arange(num) if ids is None else torch.as_tensor(ids).cpu()
-        if ids.shape != (num,):
-            raise ValueError(f"ids must have shape ({num},), got {tuple(ids.shape)}")
+        ids = sample_ids(ids, num)
         candidates = truth & topk_mask(clean_scores, k)
         keys = self._keys(ids, num_classes).to(clean_scores.device)
         keys = keys.masked_fill(~candidates, -1.0)
@@ -159,6 +188,30 @@ class RandomSelection:
         spec &= eligible.unsqueeze(1)
         required = torch.full((num,), self.del_n, dtype=torch.long, device=clean_scores.device)
         return Specification(spec, eligible, required)
+
+
+def sample_ids(ids, num: int) -> list[int]:
+    """``ids`` — N integer sample names as a tensor, a NumPy array or a sequence — as a list of
+    N Python ints; raises naming ``ids`` when they are missing, not integers or not N of them."""
+    if ids is None:
+        raise ValueError(
+            "ids is required by RandomSelection.select: pass each sample's id (e.g. its dataset "
+            "index), so that its draw does not depend on its batch; got ids=None"
+        )
+    if isinstance(ids, Tensor | np.ndarray):
+        if ids.ndim != 1:
+            raise ValueError(f"ids must be one-dimensional ({num},), got shape {tuple(ids.shape)}")
+        if ids.dtype == torch.bool or ids.dtype == np.bool_ or (
+            ids.is_floating_point() if isinstance(ids, Tensor) else not np.issubdtype(ids.dtype, np.integer)
+        ):
+            raise TypeError(f"ids must hold integers, got dtype {ids.dtype}")
+        ids = ids.tolist()
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+        raise TypeError(f"ids must be a sequence of ints (list, NumPy array or tensor), got {ids!r}")
+    out = [_as_int(i, "ids") for i in ids]
+    if len(out) != num:
+        raise ValueError(f"ids must have shape ({num},), one per sample, got {len(out)} ids")
+    return out
 
 
 def make_selection(scheme: str, **params) -> GlobalSelection | RandomSelection:

@@ -10,15 +10,18 @@ of the scores, minimised) or, for non-gradient-descent methods, :meth:`Attack.st
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tkmia.metrics import _check_k, _check_labels, delta_n, measures, topk_mask
-from tkmia.selection import GlobalSelection, RandomSelection, Specification
+from tkmia.metrics import _as_int, _check_k, _check_labels, delta_n, measures, topk_mask
+from tkmia.selection import GlobalSelection, RandomSelection, Specification, sample_ids
 
 __all__ = ["Attack", "AttackResult", "State", "PARAMETRISATIONS", "ATANH_EPS"]
 
@@ -41,14 +44,20 @@ class AttackResult:
         success: eligible and ΔN ≥ required (the scheme's rule), (N,) bool.
         imperceptible: success with P@k, mAP@k and NDCG@k all unchanged, (N,) bool.
         eligible, specified, required: the :class:`~tkmia.selection.Specification` used.
-        iterations: gradient steps taken before the returned iterate, (N,) long.
-        perturbation_l2: ‖x_adv − x‖₂ in [0, 1] pixel units, (N,); see ``perturbation_l2_255``.
+        iterations: gradient steps taken before the returned iterate, (N,) long: the index of
+            that iterate, at most ``max_iter − 1`` (see :class:`Attack`).
+        perturbation_l2: ‖x_adv − x‖₂ in the units of ``box``, (N,); see ``perturbation_l2_255``.
         tanh_space_l2: ‖w − w0‖₂ in the tanh space (what the reference reports as "Pert"), (N,).
         clean_scores, adv_scores: logits at the clean point and at x_adv, (N, C).
         delta_n: ΔN, specified labels pushed out of the top-k, (N,) long.
         k: the top-k size.
-        history: per-iteration records when the attack was built with ``record_history=True``:
-            ``"loss"`` (T, N) and ``"scores"`` (T, N, C), NaN once a sample is frozen.
+        labels: the ground truth y, (N, C).
+        box: the (low, high) pixel bounds the attack ran in.
+        history: per-step records when the attack was built with ``record_history=True``; entry
+            t is iterate t of every sample that took a step from it (T = the most steps any
+            sample took, ≤ max_iter − 1): ``"loss"`` (T, N), ``"scores"`` (T, N, C) and, for
+            methods with per-sample auxiliary variables, each of them (e.g. TkMIA's ``"lam_a"``,
+            ``"lam_b"`` in ``lambda_mode="gradient"``), (T, N); NaN where a sample took no step.
     """
 
     adv_images: Tensor
@@ -65,12 +74,15 @@ class AttackResult:
     delta_n: Tensor
     k: int
     labels: Tensor
+    box: tuple[float, float]
     history: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def perturbation_l2_255(self) -> Tensor:
-        """‖x_adv − x‖₂ in 0–255 pixel units, (N,)."""
-        return self.perturbation_l2 * 255.0
+        """‖x_adv − x‖₂ in 0–255 pixel units, (N,): ``perturbation_l2 · 255 / (high − low)``, so
+        the box's full range maps to 255 whatever the box ((0, 1), (0, 255), (−1, 1), ...)."""
+        low, high = self.box
+        return self.perturbation_l2 * (255.0 / (high - low))
 
     def clean_measures(self) -> dict[str, Tensor]:
         """Top-k accuracy, P@k, mAP@k, NDCG@k of the clean scores, each (N,)."""
@@ -150,31 +162,62 @@ def _eval_mode(model: nn.Module):
 
 
 def _check_number(name: str, value, low: float, *, integer: bool = False, strict: bool = False):
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
+    """``value`` as a finite int (``integer``) or float, > low (``strict``) or ≥ low; NumPy
+    scalars and 0-d tensors are accepted, bools never."""
+    if isinstance(value, Tensor | np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if integer:
+        value = _as_int(value, name)
+    elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    else:
+        value = float(value)
     if not math.isfinite(value) or (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
+        kind = "an int" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low}, got {value!r}")
+    return value
+
+
+def _content_ids(images: Tensor) -> list[int]:
+    """One 63-bit id per image from a hash of its pixel bytes (dtype included): a name that
+    does not depend on the batch the image arrives in or on its position there."""
+    data = images.detach().flatten(1).contiguous().cpu().view(torch.uint8).numpy()
+    return [
+        int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") >> 1
+        for row in data
+    ]
 
 
 class Attack:
     """Base class of the batched attacks; subclasses set ``name`` and fill :meth:`loss`.
 
     Args:
-        model: maps images (N, 3, H, W) in ``box`` to logits (N, C); it normalises inside.
+        model: maps images (N, 3, H, W) in ``box`` to logits (N, C), a tensor (not a tuple or a
+            dict); it normalises inside.
         k: the top-k size, 1 ≤ k ≤ C − 1.
         lr: SGD learning rate on the tanh-space variable.
-        max_iter: the iteration budget (gradient steps).
+        max_iter: the iteration budget, the reference's convention: the number of iterates
+            examined, the clean start included. Iterates 0 … max_iter − 1 are checked for
+            success, so at most max_iter − 1 steps are taken; a sample that never succeeds
+            returns iterate max_iter − 1. ``max_iter=1`` examines only the start; the reference's
+            ``maxiter = 300`` is ``max_iter=300``.
         weight_decay: the L2 penalty weight: objective = loss + (weight_decay/2)·‖w − w0‖².
         momentum: SGD momentum.
         box: (low, high) pixel bounds of the images.
         parametrisation: ``"exact"`` or ``"reference"`` (see :data:`PARAMETRISATIONS`).
         record_history: keep every iterate's loss and scores in ``result.history``.
 
-    Call ``attack(images, labels, specified)``: ``specified`` is an (N, C) {0, 1} mask (judged
-    by the global rule), a :class:`~tkmia.selection.Specification`, or a selection scheme
-    (:class:`~tkmia.selection.GlobalSelection`, :class:`~tkmia.selection.RandomSelection`)
-    applied to the clean scores. Returns an :class:`AttackResult`.
+    Call ``attack(images, labels, specified)``: ``specified`` is an (N, C) {0, 1} mask, each
+    row the S of its sample (S ⊆ Y), judged by the global rule (see
+    :meth:`~tkmia.selection.Specification.from_mask`: eligible iff something of S is in the
+    start's top-k and |Y| ≥ k + |S|); a :class:`~tkmia.selection.Specification`, used as given;
+    or a selection scheme (:class:`~tkmia.selection.GlobalSelection`,
+    :class:`~tkmia.selection.RandomSelection`) applied to the scores of the start point.
+    Returns an :class:`AttackResult`.
+
+    Every setting is checked when the attack is built, and every input before any work, with a
+    ``TypeError``/``ValueError`` naming the argument. A model output that is not finite stops the
+    attack with a ``ValueError`` naming the sample and the iteration: no NaN is ever returned.
     """
 
     name: ClassVar[str] = "attack"
@@ -198,21 +241,23 @@ class Attack:
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        k = _as_int(k, "k")
+        if k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
-        _check_number("lr", lr, 0.0, strict=True)
-        _check_number("max_iter", max_iter, 0, integer=True)
-        _check_number("weight_decay", weight_decay, 0.0)
-        _check_number("momentum", momentum, 0.0)
+        lr = _check_number("lr", lr, 0.0, strict=True)
+        max_iter = _check_number("max_iter", max_iter, 1, integer=True)
+        weight_decay = _check_number("weight_decay", weight_decay, 0.0)
+        momentum = _check_number("momentum", momentum, 0.0)
         if momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if (
-            not isinstance(box, tuple | list)
+            not isinstance(box, tuple | list | np.ndarray)
             or len(box) != 2
-            or not all(isinstance(b, int | float) for b in box)
+            or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in box)
+            or not all(math.isfinite(b) for b in box)
             or not box[0] < box[1]
         ):
-            raise ValueError(f"box must be a pair (low, high) with low < high, got {box!r}")
+            raise ValueError(f"box must be a pair of finite numbers (low, high) with low < high, got {box!r}")
         if parametrisation not in PARAMETRISATIONS:
             raise ValueError(
                 f"parametrisation must be one of {PARAMETRISATIONS}, got {parametrisation!r}"
@@ -325,8 +370,9 @@ class Attack:
         elif isinstance(specified, Specification):
             spec = specified
         elif isinstance(specified, Tensor):
-            _check_labels(specified.to(clean_scores.dtype), clean_scores, "specified")
-            spec = Specification.from_mask(specified, clean_scores, self.k)
+            spec = Specification.from_mask(
+                specified.to(clean_scores.dtype), clean_scores, truth.to(clean_scores.dtype), self.k
+            )
         else:
             raise TypeError(
                 "specified must be an (N, C) {0, 1} tensor, a Specification or a selection "
@@ -356,7 +402,49 @@ class Attack:
                 "an eligible sample must have a non-empty specified set: samples "
                 f"{empty.nonzero().flatten().tolist()[:10]} have none"
             )
+        free = spec.eligible & (spec.required < 1)
+        if free.any():
+            raise ValueError(
+                "an eligible sample must require at least one label to leave the top-k "
+                f"(required >= 1), or it succeeds with no attack: samples "
+                f"{free.nonzero().flatten().tolist()[:10]} have required = 0"
+            )
         return spec
+
+    def _scores(self, x: Tensor, it: int, rows: Tensor | None, ids: list[int] | None) -> Tensor:
+        """model(x), checked: a floating (n, C) tensor with every value finite.
+
+        ``rows`` (n,) are the batch rows of x (None: all); the errors name them (and their ids).
+        """
+        out = self.model(x)
+        n = x.shape[0]
+        if not isinstance(out, Tensor):
+            hint = " (return only the logits, e.g. wrap the model)" if isinstance(out, tuple | dict) else ""
+            raise TypeError(
+                f"model must return a tensor of logits of shape (N, C) = ({n}, C), got a "
+                f"{type(out).__name__}{hint}"
+            )
+        if out.dim() != 2 or out.shape[0] != n:
+            raise ValueError(
+                f"model must return logits of shape (N, C) with N = {n} images, got shape "
+                f"{tuple(out.shape)}"
+            )
+        if not out.is_floating_point():
+            raise TypeError(f"model must return floating-point logits, got dtype {out.dtype}")
+        bad = ~torch.isfinite(out.detach()).all(1)
+        if bad.any():
+            local = bad.nonzero().flatten()
+            batch_rows = (local if rows is None else rows[local]).tolist()
+            named = f" (ids {[ids[r] for r in batch_rows[:10]]})" if ids is not None else ""
+            where = "at the start point (iteration 0)" if it == 0 else f"at iteration {it}"
+            cause = ""
+            if it > 0 and not torch.isfinite(x.detach()[local]).all():
+                cause = "; the iterate itself is not finite: the step overflowed (lower lr)"
+            raise ValueError(
+                f"model output is not finite (NaN or Inf) for batch sample(s) "
+                f"{batch_rows[:10]}{named} {where}{cause}; the attack stops rather than return NaN"
+            )
+        return out
 
     # ------------------------------------------------------------------ the start point
     def _decode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -385,24 +473,37 @@ class Attack:
     def __call__(self, images: Tensor, labels: Tensor, specified, ids=None) -> AttackResult:
         """Attack a batch. Shapes: images (N, 3, H, W) in ``box``, labels (N, C) in {0, 1}.
 
-        ``ids`` (N,) names the samples for a random selection's per-sample draws.
+        ``ids`` (N,) integers (tensor, NumPy array or list) name the samples, e.g. their
+        dataset indices: a random selection's per-sample draws depend on them and the errors
+        name them. Without ids, a random selection names each image by a hash of its pixels,
+        so its draw still does not depend on the batch.
         """
         self._validate(images, labels)
+        if ids is not None:
+            ids = sample_ids(ids, images.shape[0])
+        elif isinstance(specified, RandomSelection):
+            ids = _content_ids(images)
         x = images.detach()
         w0, base, start = self._decode(x)
 
         with _eval_mode(self.model):
             with torch.no_grad():
-                clean_scores = self.model(start)
+                clean_scores = self._scores(start, 0, None, ids)
             num_classes = clean_scores.shape[1]
             _check_k(self.k, num_classes, num_classes - 1)
             spec = self._specify(specified, clean_scores, labels, ids)
             truth = labels.to(clean_scores.dtype)
             adv, adv_scores, tanh_l2, iterations, success, history = self._run(
-                w0, base, start, clean_scores, truth, spec
+                w0, base, start, clean_scores, truth, spec, ids
             )
 
         perturbation = (adv - x).flatten(1).norm(dim=1)
+        bad = ~(torch.isfinite(adv).flatten(1).all(1) & torch.isfinite(perturbation))
+        if bad.any():  # a model that maps a NaN image to finite scores
+            raise ValueError(
+                f"the attack produced a non-finite image for batch sample(s) "
+                f"{bad.nonzero().flatten().tolist()[:10]}; the step overflowed (lower lr)"
+            )
         clean_m = measures(clean_scores, truth, self.k)
         adv_m = measures(adv_scores, truth, self.k)
         unchanged = torch.ones_like(success)
@@ -423,10 +524,11 @@ class Attack:
             delta_n=delta_n(clean_scores, adv_scores, spec.specified, self.k),
             k=self.k,
             labels=labels.detach(),
+            box=self.box,
             history=history,
         )
 
-    def _run(self, w0, base, start, clean_scores, truth, spec):
+    def _run(self, w0, base, start, clean_scores, truth, spec, ids=None):
         n = w0.shape[0]
         device = w0.device
         adv = start.clone()
@@ -448,18 +550,18 @@ class Attack:
             clean_in_top=(topk_mask(clean_scores, self.k) & spec.specified).sum(1)[rows],
             aux={key: v[rows] for key, v in self.init_aux(clean_scores, truth, spec.specified).items()},
         )
-        records: list[tuple[Tensor, Tensor | None, Tensor]] = []
+        records: list[tuple[Tensor, Tensor | None, Tensor, dict[str, Tensor]]] = []
 
-        for it in range(self.max_iter + 1):
+        for it in range(self.max_iter):  # iterates 0 … max_iter − 1 are examined
             if state.rows.numel() == 0:
                 break
             x_it = (start[state.rows] if it == 0 else self.image(state)).requires_grad_(True)
-            scores = self.model(x_it)
+            scores = self._scores(x_it, it, state.rows, ids)
             with torch.no_grad():
                 detached = scores.detach()
                 still_in = (topk_mask(detached, self.k) & state.specified).sum(1)
                 ok = state.clean_in_top - still_in >= state.required  # ΔN ≥ required
-                last = it == self.max_iter
+                last = it == self.max_iter - 1
                 done = torch.ones_like(ok) if last else ok
                 if done.any():  # freeze: keep this iterate of the rows that are done
                     out = state.rows[done]
@@ -474,9 +576,10 @@ class Attack:
             if ok.any():
                 keep = ~ok
                 state = state.select(keep)
+            aux_before = state.aux
             self.step(state, x_it, scores, keep)
             if self.record_history:
-                records.append((state.rows, state.loss, detached[keep]))
+                records.append((state.rows, state.loss, detached[keep], aux_before))
 
         history = {}
         if self.record_history:
@@ -488,8 +591,13 @@ class Attack:
         steps = len(records)
         loss = torch.full((steps, n), float("nan"), device=device)
         scores = torch.full((steps, n, num_classes), float("nan"), device=device)
-        for t, (rows, value, s) in enumerate(records):
+        aux: dict[str, Tensor] = {}
+        for t, (rows, value, s, variables) in enumerate(records):
             if value is not None:
-                loss[t, rows] = value
-            scores[t, rows] = s
-        return {"loss": loss, "scores": scores}
+                loss[t, rows] = value.float()
+            scores[t, rows] = s.float()
+            for key, v in variables.items():
+                if v.dim() == 1:  # one value per sample, e.g. TkMIA's λ's
+                    aux.setdefault(key, torch.full((steps, n), float("nan"), device=device))
+                    aux[key][t, rows] = v.detach().float()
+        return {"loss": loss, "scores": scores, **aux}

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from tkmia.attacks.engine import ATANH_EPS, Attack, State
+from tkmia.attacks.engine import ATANH_EPS, Attack, State, _check_number
 from tkmia.metrics import ranking
 
 __all__ = ["KFool", "kfool_anchor"]
@@ -47,8 +47,9 @@ class KFool(Attack):
 
     Args:
         model, k, box, parametrisation, record_history: as in :class:`~tkmia.attacks.engine.Attack`.
-        max_iter: the step budget; default 50, DeepFool's usual budget (the reference takes it
-            from its command line).
+        max_iter: the iteration budget in the engine's convention (iterates 0 … max_iter − 1
+            examined, so at most max_iter − 1 steps); default 50 (the reference takes it from its
+            command line).
         overshoot: the step is scaled by 1 + overshoot; default 0.02 as in DeepFool (the
             reference uses none: ``overshoot=0``). Equivalent to DeepFool's x0 + (1 + η)·r_tot.
 
@@ -71,11 +72,7 @@ class KFool(Attack):
                 f"DeepFool rule, so {', '.join(_NOT_USED)} do not apply"
             )
         super().__init__(model, k, max_iter=max_iter, **kw)
-        if isinstance(overshoot, bool) or not isinstance(overshoot, int | float):
-            raise TypeError(f"overshoot must be a number, got {overshoot!r}")
-        if not math.isfinite(overshoot) or overshoot < 0:
-            raise ValueError(f"overshoot must be a finite number >= 0, got {overshoot!r}")
-        self.overshoot = float(overshoot)
+        self.overshoot = _check_number("overshoot", overshoot, 0.0)
         self.lr = self.momentum = self.weight_decay = None
 
     def _hyper(self) -> dict:
@@ -103,7 +100,8 @@ class KFool(Attack):
             direction += grad * scale.view(-1, 1, 1, 1)
             gap += diff.detach() * scale
         size = direction.flatten(1).norm(dim=1)
-        factor = torch.where(size > 0, (1 + self.overshoot) * gap.abs() / size.clamp_min(1e-30), 0.0)
+        tiny = torch.finfo(size.dtype).tiny
+        factor = torch.where(size > 0, (1 + self.overshoot) * gap.abs() / size.clamp_min(tiny), 0.0)
         low, high = self.box
         half = (high - low) / 2
         with torch.no_grad():

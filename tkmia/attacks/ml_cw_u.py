@@ -11,11 +11,9 @@ import torch
 from torch import Tensor
 
 from tkmia.attacks.engine import Attack
+from tkmia.relaxation import masked_amax, masked_amin
 
 __all__ = ["MLCWU", "ml_cw_u_loss"]
-
-_BIG = 1e30
-
 
 def ml_cw_u_loss(scores: Tensor, labels: Tensor) -> Tensor:
     """[max_{y∈Y} f_y − min_{j∉Y} f_j]_+ per sample (tkmia's definition of ML-CW-U's loss).
@@ -33,10 +31,11 @@ def ml_cw_u_loss(scores: Tensor, labels: Tensor) -> Tensor:
         tensor([1.])
     """
     truth = labels.bool()
-    max_true = scores.masked_fill(~truth, -_BIG).amax(-1)
-    min_other = scores.masked_fill(truth, _BIG).amin(-1)
-    hinge = torch.relu(max_true - min_other)
     defined = truth.any(-1) & ~truth.all(-1)
+    # undefined rows compare 0 with 0 (no overflow of the dtype's extremes in fp16)
+    max_true = torch.where(defined, masked_amax(scores, truth), 0.0)
+    min_other = torch.where(defined, masked_amin(scores, ~truth), 0.0)
+    hinge = torch.relu(max_true - min_other)
     return torch.where(defined, hinge, torch.zeros_like(hinge))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tkmia.attacks.engine import Attack
+from tkmia.attacks.engine import Attack, _check_number
 from tkmia.relaxation import atk_minimiser, tkmia_loss, tkmia_terms
 
 #: ``"closed_form"``: λ = its exact minimiser at every step (the reference);
@@ -17,7 +17,9 @@ class TkMIA(Attack):
 
     Args (beyond :class:`~tkmia.attacks.engine.Attack`'s):
         lambda_mode: one of :data:`LAMBDA_MODES`.
-        lambda_lr: step size of the λ updates when ``lambda_mode="gradient"``.
+        lambda_lr: step size of the λ updates when ``lambda_mode="gradient"``, a finite number > 0;
+            the λ's of every step are in ``result.history`` (``"lam_a"``, ``"lam_b"``) when the
+            attack records its history.
 
     Example:
         >>> attack = TkMIA(model, k=3, lr=5e-4, max_iter=300)
@@ -30,9 +32,8 @@ class TkMIA(Attack):
         super().__init__(model, k, **kw)
         if lambda_mode not in LAMBDA_MODES:
             raise ValueError(f"lambda_mode must be one of {LAMBDA_MODES}, got {lambda_mode!r}")
-        if isinstance(lambda_lr, bool) or not isinstance(lambda_lr, int | float) or lambda_lr <= 0:
-            raise ValueError(f"lambda_lr must be a number > 0, got {lambda_lr!r}")
-        self.lambda_mode, self.aux_lr = lambda_mode, float(lambda_lr)
+        lambda_lr = _check_number("lambda_lr", lambda_lr, 0.0, strict=True)
+        self.lambda_mode, self.aux_lr = lambda_mode, lambda_lr
 
     def _hyper(self) -> dict:
         return {**super()._hyper(), "lambda_mode": self.lambda_mode}

@@ -9,12 +9,10 @@ import torch
 from torch import Tensor
 
 from tkmia.attacks.engine import Attack
-from tkmia.relaxation import average_top_k
+from tkmia.metrics import _as_int
+from tkmia.relaxation import average_top_k, masked_amax
 
 __all__ = ["TkMLAPU", "tkml_ap_u_loss"]
-
-_BIG = 1e30
-
 
 def tkml_ap_u_loss(scores: Tensor, labels: Tensor, k: int) -> Tensor:
     """TkML-AP-U's loss ATk_{C−k}(max_{y∈Y} f_y − f), per sample (PAPER.md, "The baselines").
@@ -33,12 +31,14 @@ def tkml_ap_u_loss(scores: Tensor, labels: Tensor, k: int) -> Tensor:
         tensor([0.5000])
     """
     num_classes = scores.shape[-1]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_classes - 1:
+    k = _as_int(k, "k")
+    if not 1 <= k <= num_classes - 1:
         raise ValueError(f"k must be an int in [1, {num_classes - 1}] for C = {num_classes}, got {k!r}")
     truth = labels.bool()
-    max_true = scores.masked_fill(~truth, -_BIG).amax(-1, keepdim=True)
+    has = truth.any(-1, keepdim=True)
+    max_true = torch.where(has, masked_amax(scores, truth, keepdim=True), 0.0)
     loss = average_top_k(max_true - scores, num_classes - k)
-    return torch.where(truth.any(-1), loss, torch.zeros_like(loss))
+    return torch.where(has.squeeze(-1), loss, torch.zeros_like(loss))
 
 
 class TkMLAPU(Attack):
