@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 # Modules of tkmia.commands, each adding one or more sub-commands.
 COMMAND_MODULES = ("data", "train", "attack", "experiment", "report", "run")
@@ -32,17 +33,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each: ``tkmia: warning: ...``."""
+    print(f"tkmia: warning: {_one_line(message)}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an expected failure prints one line ``tkmia COMMAND: error: ...`` and
+    returns 2 (no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"tkmia {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as err:
+        print(f"tkmia {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

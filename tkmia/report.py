@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from tkmia.attacks import METHODS
+from tkmia.experiments import SETTING_COLUMNS
 from tkmia.metrics import MEASURES
 
-__all__ = ["summarize", "with_deltas", "SUMMARY_COLUMNS", "SETTING_COLUMNS", "load_records",
-           "varying_settings", "compare_with_paper"]
+__all__ = ["summarize", "with_deltas", "format_table", "SUMMARY_COLUMNS", "SETTING_COLUMNS", "KEY_COLUMNS",
+           "load_records", "varying_settings", "compare_with_paper"]
 
 #: Columns of :func:`summarize`, in order.
 SUMMARY_COLUMNS = (
@@ -37,16 +38,41 @@ def with_deltas(records: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: Columns that identify a run's setting besides the statistics: a summary never pools records
+#: that differ in any of them (see :func:`summarize`).
+KEY_COLUMNS = ("scheme", "k", "method", *SETTING_COLUMNS)
+
+
+def varying_settings(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "method")) -> list[str]:
+    """The :data:`KEY_COLUMNS` of ``records`` (not in ``by``) that take more than one value
+    within some group of ``by`` (an empty value counts as a value)."""
+    present = [c for c in KEY_COLUMNS if c in records and c not in by]
+    if not present or records.empty:
+        return []
+    data = records[[*by, *present]].astype({c: str for c in present})
+    if not by:
+        counts = data[present].nunique(dropna=False)
+    else:
+        counts = data.groupby(list(by), dropna=False)[present].nunique(dropna=False).max()
+    return [c for c in present if counts[c] > 1]
+
+
 def summarize(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "method")) -> pd.DataFrame:
     """The paper's table: one row per (scheme, k, method), columns :data:`SUMMARY_COLUMNS`.
 
+    Runs of different settings are never pooled: every :data:`KEY_COLUMNS` column that varies
+    within a group of ``by`` is added to ``by`` (so it shows only when it varies).
     ``pert_l2_255`` is the mean over successful samples (NaN where none succeeded); the other
     means are over eligible samples; ``n`` counts eligible samples.
     """
+    by = tuple(by)
     missing = {"eligible", "success", "imperceptible", "pert_l2_255", *by} - set(records.columns)
     if missing:
         raise ValueError(f"records lack the columns {sorted(missing)}")
-    data = with_deltas(records[records["eligible"]])
+    if records.empty or not records["eligible"].any():
+        raise ValueError("records hold no eligible sample: there is nothing to summarize")
+    by = (*by, *varying_settings(records, by))
+    data = with_deltas(records[records["eligible"].astype(bool)])
     groups = data.groupby(list(by), sort=True, dropna=False)
     table = pd.DataFrame({
         "n": groups.size(),
@@ -64,35 +90,52 @@ def summarize(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "meth
     return table.reset_index(drop=True)[[*by, *SUMMARY_COLUMNS]]
 
 
-#: Configuration fields that :func:`load_records` attaches to every record of a run.
-SETTING_COLUMNS = ("n_samples", "lr", "max_iter", "weight_decay", "seed", "options")
+#: Columns printed with 3 significant digits (1e-05 and 2e-05 read differently).
+_SIGNIFICANT = ("lr", "weight_decay")
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """A summary as text: rates and means with 4 decimals, ``lr`` and ``weight_decay`` as %.3g."""
+    formatters = {c: (lambda v: "-" if pd.isna(v) else f"{v:.3g}") for c in _SIGNIFICANT if c in table}
+    return table.to_string(index=False, formatters=formatters, float_format=lambda v: f"{v:.4f}")
 
 
 def load_records(results_dir: str | Path) -> pd.DataFrame:
     """All finished runs under ``results_dir`` (each a folder holding records.parquet), concatenated.
 
-    Every record also gets its run's folder name (``run``) and the run's :data:`SETTING_COLUMNS`
-    (``options`` as JSON text), so that runs of different settings are never pooled by mistake.
+    Every record carries its run's folder name (``run``) and the run's :data:`SETTING_COLUMNS`
+    (runs stored before they were written into the records get them from config.json), so that
+    runs of different settings are never pooled by mistake.
+
+    Raises:
+        FileNotFoundError: no run under ``results_dir``.
+        ValueError: a damaged records.parquet or config.json (the message names the file).
     """
+    from tkmia.experiments import load_results  # same floor
+
     root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no records.parquet under {root}: the folder does not exist")
     files = sorted(root.rglob("records.parquet"))
     if not files:
         raise FileNotFoundError(f"no records.parquet under {root}")
     frames = []
     for file in files:
-        frame = pd.read_parquet(file)
-        config = json.loads((file.parent / "config.json").read_text())["config"]
+        found = load_results(file.parent)
+        frame, config = found.records.copy(), found.config.to_dict()
         frame["run"] = file.parent.name
+        stored = found.meta.get("settings", {})
         for name in SETTING_COLUMNS:
-            value = config.get(name)
-            frame[name] = json.dumps(value, sort_keys=True) if name == "options" else value
+            if name in frame:
+                continue
+            value = stored.get(name, config.get(name))
+            if name == "options":
+                value = json.dumps(value or {}, sort_keys=True)
+            elif name in ("classes", "box") and isinstance(value, list):
+                value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+            frame[name] = value
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
-
-
-def varying_settings(records: pd.DataFrame) -> list[str]:
-    """The :data:`SETTING_COLUMNS` of ``records`` that take more than one value."""
-    return [c for c in SETTING_COLUMNS if c in records and records[c].astype(str).nunique() > 1]
 
 
 def compare_with_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset: str) -> pd.DataFrame:

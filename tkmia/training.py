@@ -263,6 +263,29 @@ def train_model(
     return result
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, checked to exist on this machine.
+
+    Raises:
+        ValueError: not a device name, or CUDA (MPS) asked for where it is not available.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device ({err}); "
+                         "use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r}: CUDA is not available on this machine; "
+                             "use device='cpu' (--device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={str(device)!r}: MPS is not available on this machine; use device='cpu'")
+    return dev
+
+
 def save_checkpoint(model: nn.Module, folder: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``model.pt`` (the state dict) and ``metadata.json`` into ``folder``, atomically.
 
@@ -286,10 +309,22 @@ def load_checkpoint(model: nn.Module, folder: str | Path) -> tuple[nn.Module, di
         ``(model, metadata)``.
     """
     folder = Path(folder)
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    fix = f"delete the folder {folder} (or retrain with `tkmia train --force`)"
+    try:
+        metadata = json.loads((folder / "metadata.json").read_text())
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"checkpoint file {err.filename} is missing; {fix}") from None
+    except Exception as err:  # a truncated or damaged file: zip, pickle or JSON errors
+        raise ValueError(f"checkpoint in {folder} is unreadable ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); {fix}") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {folder / 'model.pt'} does not fit the model "
+                         f"({str(err).splitlines()[0]}); {fix}") from None
     model.eval()
-    return model, json.loads((folder / "metadata.json").read_text())
+    return model, metadata
 
 
 def result_dict(result: TrainResult) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from tkmia import _paths
 from tkmia.data import load_dataset
 from tkmia.models import build_model
 from tkmia.profiles import Profile, load_profile
-from tkmia.training import evaluate, load_checkpoint, save_checkpoint, train_model
+from tkmia.training import check_device, evaluate, load_checkpoint, save_checkpoint, train_model
 
 
 def training_config(profile: Profile) -> dict[str, Any]:
@@ -122,11 +122,16 @@ def load_victim(
     """
     if not isinstance(profile, Profile):
         profile = load_profile(profile)
+    check_device(device)
     folder = victim_dir(profile)
     if not force and (folder / "metadata.json").is_file():
         from tkmia.data import NUM_CLASSES
 
-        meta = json.loads((folder / "metadata.json").read_text())
+        try:
+            meta = json.loads((folder / "metadata.json").read_text())
+        except ValueError:
+            raise ValueError(f"victim metadata {folder / 'metadata.json'} is unreadable; delete the folder "
+                             f"{folder} (or retrain with `tkmia train --force`)") from None
         n_classes = len(meta.get("classes", [])) or NUM_CLASSES[profile.dataset.name]
         bare = profile.replace(model={"weights": None})  # the checkpoint has all the weights
         model, meta = load_checkpoint(build_model(bare, n_classes), folder)

@@ -20,7 +20,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-iter", type=int, default=None, help="iteration budget")
     parser.add_argument("--weight-decay", type=float, default=None, help="L2 penalty weight")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random scheme (default: 0)")
-    parser.add_argument("--shard", default=None, help="'i/n': run the i-th of n deterministic slices")
+    parser.add_argument("--shard", default=None,
+                        help="'i/n': run the i-th of n deterministic slices (default under torchrun: "
+                             "RANK/WORLD_SIZE); the last shard to finish writes the table")
     parser.add_argument("--results", default=None, help="results folder (default: data/results)")
     parser.add_argument("--force", action="store_true", help="recompute even if results are stored")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -60,6 +62,8 @@ def _options(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ValueError(f"--option must look like NAME=VALUE, got {pair!r}")
         name, value = pair.split("=", 1)
+        if not name.isidentifier():
+            raise ValueError(f"--option {pair!r}: {name!r} is not an option name")
         try:
             out[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -67,8 +71,29 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
+def print_runs(runs: list) -> None:
+    """The summary of finished runs and where their tables are; for runs a shard left
+    unfinished, "partial: m of n batches; waiting for shards …" (their table does not exist yet)."""
+    import pandas as pd
+
+    from tkmia import report
+
+    done = [r for r in runs if r.complete]
+    partial = [r for r in runs if not r.complete]
+    if done:
+        records = pd.concat([r.records for r in done], ignore_index=True)
+        print(report.format_table(report.summarize(records)))
+        for r in done:
+            print(f"records: {r.path / 'records.parquet'}")
+    if partial:
+        m = sum(r.batches[0] for r in partial)
+        n = sum(r.batches[1] for r in partial)
+        print(f"partial: {m} of {n} batches; waiting for shards … "
+              "(the last shard to finish writes the table)")
+
+
 def main(args: argparse.Namespace) -> int:
-    from tkmia import experiments, report
+    from tkmia import experiments
 
     classes = None
     if args.classes:
@@ -82,6 +107,5 @@ def main(args: argparse.Namespace) -> int:
     )
     out = experiments.run(config, root=args.results, force=args.force, shard=args.shard,
                           progress=not args.no_progress)
-    print(report.summarize(out.records).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"records: {out.path / 'records.parquet'}")
+    print_runs([out])
     return 0

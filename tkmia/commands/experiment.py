@@ -16,21 +16,27 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _split(text: str | None, cast=str):
-    return None if text is None else [cast(t) for t in text.split(",") if t]
+def _split(text: str | None, cast=str, name: str = "--ks"):
+    if text is None:
+        return None
+    try:
+        return [cast(t) for t in text.split(",") if t]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
 
 
 def main(args: argparse.Namespace) -> int:
-    from tkmia import experiments, report
+    from tkmia import experiments
+    from tkmia.commands.attack import print_runs
 
     fields = config_fields(args)
     profile = fields.pop("profile")
-    if args.shard or args.force or args.results:
-        raise ValueError("--shard, --force and --results apply to `tkmia attack`; "
-                         "`tkmia experiment` reuses stored runs under the default results folder")
-    records = experiments.run_grid(
+    shard = experiments.parse_shard(args.shard)  # checked before anything runs
+    configs = experiments.grid_configs(
         profile, methods=_split(args.methods), schemes=_split(args.schemes), ks=_split(args.ks, int),
-        progress=not args.no_progress, **{k: v for k, v in fields.items() if v is not None},
+        **{k: v for k, v in fields.items() if v is not None},
     )
-    print(report.summarize(records).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    runs = [experiments.run(c, root=args.results, force=args.force, shard=shard,
+                            progress=not args.no_progress) for c in configs]
+    print_runs(runs)
     return 0

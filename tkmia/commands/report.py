@@ -13,12 +13,21 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tkmia import report
+    from pathlib import Path
 
+    from tkmia import report
+    from tkmia._io import atomic_write
+
+    if args.csv:  # checked before the tables are read
+        folder = Path(args.csv).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ValueError(f"--csv {args.csv}: the folder {folder} does not exist; create it or "
+                             "choose a path in an existing folder")
     records = report.load_records(args.results_dir)
     # one row per (scheme, k, method) and per setting that differs between the stored runs
-    table = report.summarize(records, by=("scheme", "k", "method", *report.varying_settings(records)))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    table = report.summarize(records)
+    print(report.format_table(table))
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        atomic_write(args.csv, lambda p: table.to_csv(p, index=False))
+        print(f"table: {args.csv}")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -279,8 +280,12 @@ def load_split(
     folder = Path(root) if root is not None else _paths.home() / "multishapes"
     path = folder / f"{checksum}.pt"
     if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        return blob["images"], blob["labels"], checksum
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            return blob["images"], blob["labels"], checksum
+        except Exception as err:  # a truncated or damaged cache file: rebuilt, it is derived data
+            warnings.warn(f"dataset cache {path} is unreadable ({type(err).__name__}); rebuilding it",
+                          stacklevel=2)
     images, labels = generate(split, n_images, image_size, seed)
     blob = {"images": images, "labels": labels}
     atomic_write(path, lambda p: torch.save(blob, p))

@@ -17,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass
@@ -167,6 +169,8 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             except (TypeError, ValueError) as err:
                 errors.append(str(err))
         raise TypeError(f"{where}={value!r}: expected {hint}")
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays and scalars
+        value = value.tolist()
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise TypeError(f"{where}={value!r}: expected a list")
@@ -187,12 +191,19 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             raise TypeError(f"{where}={value!r}: expected true or false")
         return value
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{where}={value!r}: expected an integer")
-        return value
+        return int(value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, str):  # PyYAML reads 5e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise TypeError(f"{where}={value!r}: expected a number") from None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{where}={value!r}: expected a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{where}={value!r}: expected a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -351,7 +362,14 @@ def load_profile(name_or_path: str | Path | Profile, **overrides: Any) -> Profil
             raise FileNotFoundError(f"profile file {str(path)!r} does not exist")
     else:
         raise ValueError(f"profile={text!r} is not a profile; allowed: {list_profiles()} or a path")
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"profile file {str(path)!r} is not valid YAML{where}: {problem}; "
+                         "fix that line") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     _apply_overrides(data, overrides)
