@@ -4,7 +4,8 @@
 One module per part of the book: :mod:`~tkmia.plots.measures` (the measures chapter),
 :mod:`~tkmia.plots.theory` (relaxation and algorithm chapters), :mod:`~tkmia.plots.experiments`
 (tables, distributions and the gallery), :mod:`~tkmia.plots.analysis` (victims, sensitivity,
-monitoring). All their public names are available from ``tkmia.plots``.
+monitoring), and :mod:`~tkmia.plots.theme`, the one look they share (theme, method colours,
+page-width layout, table formats). All their public names are available from ``tkmia.plots``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 from tkmia.plots.analysis import *  # noqa: F403
 from tkmia.plots.experiments import *  # noqa: F403
 from tkmia.plots.measures import *  # noqa: F403
+from tkmia.plots.theme import *  # noqa: F403
+from tkmia.plots.theme import DPI
 from tkmia.plots.theory import *  # noqa: F403
 
 
-def save(fig, path: str | Path, formats: tuple[str, ...] = ("png", "svg"), dpi: int = 150) -> list[Path]:
+def save(fig, path: str | Path, formats: tuple[str, ...] = ("png", "svg"), dpi: int = DPI) -> list[Path]:
     """Save ``fig`` as ``path`` with each suffix of ``formats`` (e.g. PNG and SVG); returns the paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

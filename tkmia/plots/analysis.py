@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tkmia.monitoring import STATISTICS, average_precision, detection_table
 from tkmia.plots.experiments import METHOD_NAMES, method_label
 from tkmia.plots.measures import MEASURE_NAMES
+from tkmia.plots.theme import PAGE_WIDTH_IN, method_palette, panel_grid, style
 from tkmia.report import summarize
 from tkmia.selection import GlobalSelection, RandomSelection
 
@@ -105,13 +106,18 @@ def plot_label_statistics(labels: Tensor, classes: Sequence[str]) -> Figure:
     per_image = labels.sum(1).long().numpy()
     counts = np.bincount(per_image, minlength=per_image.max() + 1 if per_image.size else 1)
     freq = labels.mean(0).numpy()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 2.4]})
+    style()
+    fig, (left, right) = plt.subplots(2, 1, figsize=(PAGE_WIDTH_IN, 6.4),
+                                      gridspec_kw={"height_ratios": [1, 1.3]})
     left.bar(np.arange(counts.size), counts / max(per_image.size, 1), color="C0")
-    left.set(xlabel="labels per image |Y|", ylabel="fraction of images")
+    left.set(xlabel="labels per image |Y| (count)", ylabel="fraction of images")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     order = np.argsort(-freq)
     right.bar([classes[i] for i in order], freq[order], color="C1")
     right.set(ylabel="fraction of images", xlabel="class")
-    right.tick_params(axis="x", rotation=70)
+    right.tick_params(axis="x", rotation=60)
+    for label in right.get_xticklabels():
+        label.set_horizontalalignment("right")
     fig.tight_layout()
     return fig
 
@@ -134,10 +140,13 @@ def per_class_ap_frame(scores: Tensor, labels: Tensor, classes: Sequence[str]) -
 
 def plot_per_class_ap(frame: pd.DataFrame) -> Figure:
     """Bars of :func:`per_class_ap_frame`: the victim's AP per class, worst first."""
-    fig, ax = plt.subplots(figsize=(10, 3.4))
+    style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 3.6))
     sns.barplot(data=frame, x="class", y="ap", color="C2", ax=ax, order=list(frame["class"]))
-    ax.set(ylabel="average precision", xlabel="class", ylim=(min(0.0, frame["ap"].min()), 1.02))
-    ax.tick_params(axis="x", rotation=70)
+    ax.set(ylabel="average precision (0–1)", xlabel="class", ylim=(min(0.0, frame["ap"].min()), 1.02))
+    ax.tick_params(axis="x", rotation=60)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     fig.tight_layout()
     return fig
 
@@ -167,9 +176,10 @@ def eligibility_frame(scores: Tensor, labels: Tensor, ks: Sequence[int], *, clas
 
 def plot_eligibility(frame: pd.DataFrame) -> Figure:
     """Bars of :func:`eligibility_frame`: the fraction of images eligible per k and scheme."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    style()
+    fig, ax = plt.subplots(figsize=(5.4, 3.4))
     sns.barplot(data=frame, x="k", y="fraction", hue="scheme", ax=ax)
-    ax.set(ylabel="fraction of images eligible", ylim=(0, 1))
+    ax.set(xlabel="k (top-k size)", ylabel="fraction of images eligible", ylim=(0, 1))
     fig.tight_layout()
     return fig
 
@@ -213,19 +223,32 @@ def plot_sweep(summary: pd.DataFrame, parameter: str, *, log: bool = False,
                label: str | None = None) -> Figure:
     """Three panels against ``parameter``: success and imperceptible-success rates, mean Pert
     (×255, over successful samples), and the mean ΔP@k; one line per method."""
+    style()
     data = summary.assign(method=summary["method"].map(method_label))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    palette = method_palette(data["method"])
+    _, _, (width, height) = panel_grid(3, aspect=0.95)
+    fig, axes = plt.subplots(1, 3, figsize=(width, height + 0.5))
     rates = data.melt(id_vars=[parameter, "method"], value_vars=["success_rate", "imperceptible_rate"],
                       var_name="rate", value_name="value")
     rates["rate"] = rates["rate"].map({"success_rate": "success", "imperceptible_rate": "imperceptible"})
-    sns.lineplot(data=rates, x=parameter, y="value", hue="method", style="rate", marker="o", ax=axes[0])
-    axes[0].set(ylabel="rate over eligible samples", ylim=(-0.02, 1.02))
-    sns.lineplot(data=data, x=parameter, y="pert_l2_255", hue="method", marker="o", ax=axes[1], legend=False)
-    axes[1].set(ylabel="Pert, L2 ×255 ([0,1] pixels)")
+    sns.lineplot(data=rates, x=parameter, y="value", hue="method", style="rate", marker="o", ax=axes[0],
+                 palette=palette)
+    axes[0].set(ylabel="rate (fraction of eligible)", ylim=(-0.02, 1.02))
+    sns.lineplot(data=data, x=parameter, y="pert_l2_255", hue="method", marker="o", ax=axes[1], legend=False,
+                 palette=palette)
+    axes[1].set(ylabel="Pert (L2 ×255, [0,1] pixels)")
+    pert = data["pert_l2_255"].dropna()
+    if len(pert) and (pert > 0).all() and pert.max() > 10 * pert.min():
+        axes[1].set_yscale("log")  # values span a decade or more
     sns.lineplot(data=data, x=parameter, y="delta_precision_at_k", hue="method", marker="o", ax=axes[2],
-                 legend=False)
+                 legend=False, palette=palette)
     axes[2].axhline(0, color="0.6", lw=0.8)
-    axes[2].set(ylabel="mean ΔP@k")
+    axes[2].set(ylabel="mean ΔP@k (adv. − clean)")
+    if axes[0].get_legend() is not None:
+        handles, names = axes[0].get_legend_handles_labels()
+        axes[0].get_legend().remove()
+        fig.legend(handles, names, loc="upper center", ncol=min(len(names), 6), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))
     integer = pd.api.types.is_integer_dtype(data[parameter])
     for ax in axes:
         ax.set_xlabel(label or parameter)
@@ -233,12 +256,16 @@ def plot_sweep(summary: pd.DataFrame, parameter: str, *, log: bool = False,
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log:
             values = sorted(set(data[parameter]))
-            ax.set_xscale("symlog", linthresh=min(v for v in values if v > 0))
+            if values[0] > 0:
+                ax.set_xscale("log")
+            else:  # a zero (e.g. no weight decay) needs the linear stretch of a symmetric log axis
+                ax.set_xscale("symlog", linthresh=min(v for v in values if v > 0))
             ax.set_xticks(values, [f"{v:g}" for v in values])
             ax.minorticks_off()
             if values[0] >= 0:  # no empty negative half of the symmetric-log axis
                 ax.set_xlim(left=values[0])
-    fig.tight_layout()
+            ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return fig
 
 
@@ -265,10 +292,13 @@ def budget_frame(records: pd.DataFrame, budgets: Sequence[int] | None = None) ->
 
 def plot_budget(frame: pd.DataFrame) -> Figure:
     """Lines of :func:`budget_frame`: success rate against the iteration budget, one per method."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    sns.lineplot(data=frame.assign(method=frame["method"].map(method_label)), x="max_iter", y="success_rate",
-                 hue="method", drawstyle="steps-post", ax=ax)
-    ax.set(xlabel="iteration budget max_iter", ylabel="success rate", ylim=(-0.02, 1.02))
+    style()
+    data = frame.assign(method=frame["method"].map(method_label))
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    sns.lineplot(data=data, x="max_iter", y="success_rate", hue="method", drawstyle="steps-post", ax=ax,
+                 palette=method_palette(data["method"]))
+    ax.set(xlabel="iteration budget max_iter (iterations)", ylabel="success rate (fraction)",
+           ylim=(-0.02, 1.02))
     fig.tight_layout()
     return fig
 
@@ -281,9 +311,10 @@ def plot_detection(table: pd.DataFrame) -> Figure:
                         [m for m in grid.index if m not in METHOD_NAMES],
                         columns=[s for s in STATISTICS if s in grid.columns])
     grid = grid.rename(index=method_label, columns=lambda s: STATISTIC_NAMES.get(s, s))
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(grid) + 1.6))
+    style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 0.6 * len(grid) + 2.0))
     sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="rocket_r", ax=ax,
-                cbar_kws={"label": "detection rate"})
+                cbar_kws={"label": "detection rate (fraction)"})
     ax.set(xlabel="statistic the victim watches", ylabel="attack")
     ax.tick_params(axis="x", rotation=20)
     ax.tick_params(axis="y", rotation=0)  # horizontal method names never overlap
@@ -294,18 +325,24 @@ def plot_detection(table: pd.DataFrame) -> Figure:
 def detection_verdicts(table: pd.DataFrame, alpha: float, attack: str = "tkmia") -> dict:
     """What :func:`tkmia.monitoring.detection_table` says about ``attack`` against the other methods.
 
-    An attack counts as *detected* by a statistic when its detection rate exceeds ``2 * alpha``.
-    Returns (NaN / "n/a" where a method is missing): ``tkmia_paper_max`` (the attack's highest
-    detection rate over P@k, mAP@k, NDCG@k), ``false_alarm_paper_max``, ``baselines_paper_min`` (the
-    lowest, over the other methods, of each one's highest rate over those three),
-    ``tkmia_paper_verdict`` ("detected" / "not detected"), ``baselines_paper_verdict`` ("all", "some",
-    "none"), ``tkmia_ap``, ``tkmia_margin``, ``false_alarm_ap``, ``false_alarm_margin`` and
-    ``tkmia_ap_verdict``, ``tkmia_margin_verdict`` and ``tkmia_smart_verdict`` (by either of the two).
+    An attack counts as *detected* by a statistic when its detection rate exceeds twice that
+    statistic's **realised** false-alarm rate on clean images (not the budget ``alpha``: the top-k
+    measures take few values, so their realised rate can be far below ``alpha``); by a set of
+    statistics when any of them detects it. Returns (NaN / "n/a" where a method is missing):
+    ``tkmia_paper_max`` (the attack's highest detection rate over P@k, mAP@k, NDCG@k),
+    ``tkmia_paper_alarm`` (the realised false-alarm rate of that statistic), ``tkmia_paper_ratio``
+    (their ratio, ∞ when no clean image was flagged), ``false_alarm_paper_max``,
+    ``baselines_paper_min`` (the lowest, over the other methods, of each one's highest rate over
+    those three), ``tkmia_paper_verdict`` ("detected" / "not detected"), ``baselines_paper_verdict``
+    ("all", "some", "none"), ``tkmia_ap``, ``tkmia_margin``, ``false_alarm_ap``,
+    ``false_alarm_margin`` and ``tkmia_ap_verdict``, ``tkmia_margin_verdict`` and
+    ``tkmia_smart_verdict`` (by either of the two). ``alpha`` is the budget the table was made with.
     """
+    if not 0 <= alpha < 1:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     paper = ["precision_at_k", "map_at_k", "ndcg_at_k"]
     grid = table.pivot(index="method", columns="statistic", values="detection")
     alarms = table.groupby("statistic")["false_alarm"].max()
-    limit = 2 * alpha
     nan = float("nan")
 
     def rate(method, statistics):
@@ -313,27 +350,41 @@ def detection_verdicts(table: pd.DataFrame, alpha: float, attack: str = "tkmia")
             return nan
         return float(grid.loc[method, [s for s in statistics if s in grid.columns]].max())
 
-    def verdict(value):
-        return "n/a" if np.isnan(value) else ("detected" if value > limit else "not detected")
+    def detected(method, statistics) -> bool | None:
+        if method not in grid.index:
+            return None
+        return any(float(grid.loc[method, s]) > 2 * float(alarms[s]) for s in statistics if s in grid.columns)
+
+    def verdict(method, statistics):
+        caught = detected(method, statistics)
+        return "n/a" if caught is None else ("detected" if caught else "not detected")
 
     others = [m for m in grid.index if m != attack]
     best = [rate(m, paper) for m in others]
-    caught = sum(v > limit for v in best)
-    smart = rate(attack, ["average_precision", "topk_margin"])
+    caught = sum(bool(detected(m, paper)) for m in others)
+    top = rate(attack, paper)
+    if attack in grid.index:
+        loudest = grid.loc[attack, [s for s in paper if s in grid.columns]].astype(float).idxmax()
+        alarm = float(alarms[loudest])
+        ratio = top / alarm if alarm > 0 else (float("inf") if top > 0 else nan)
+    else:
+        alarm = ratio = nan
     return {
-        "tkmia_paper_max": rate(attack, paper),
+        "tkmia_paper_max": top,
+        "tkmia_paper_alarm": alarm,
+        "tkmia_paper_ratio": ratio,
         "false_alarm_paper_max": float(alarms.reindex(paper).max()),
         "baselines_paper_min": float(min(best)) if best else nan,
-        "tkmia_paper_verdict": verdict(rate(attack, paper)),
-        "baselines_paper_verdict": ("n/a" if not best else "all" if caught == len(best)
+        "tkmia_paper_verdict": verdict(attack, paper),
+        "baselines_paper_verdict": ("n/a" if not others else "all" if caught == len(others)
                                     else "none" if caught == 0 else "some"),
         "tkmia_ap": rate(attack, ["average_precision"]),
         "tkmia_margin": rate(attack, ["topk_margin"]),
         "false_alarm_ap": float(alarms.get("average_precision", nan)),
         "false_alarm_margin": float(alarms.get("topk_margin", nan)),
-        "tkmia_ap_verdict": verdict(rate(attack, ["average_precision"])),
-        "tkmia_margin_verdict": verdict(rate(attack, ["topk_margin"])),
-        "tkmia_smart_verdict": verdict(smart),
+        "tkmia_ap_verdict": verdict(attack, ["average_precision"]),
+        "tkmia_margin_verdict": verdict(attack, ["topk_margin"]),
+        "tkmia_smart_verdict": verdict(attack, ["average_precision", "topk_margin"]),
     }
 
 
@@ -346,22 +397,42 @@ def detection_curve_frame(records: pd.DataFrame, alphas: Sequence[float] | None 
 
 
 def plot_detection_curves(frame: pd.DataFrame) -> Figure:
-    """Detection rate against the clean false-alarm rate, one panel per statistic, one line per method."""
+    """Detection rate of each method and false-alarm rate on clean images (black, dashed) against
+    the monitor's false-alarm budget α, one panel per statistic (:func:`detection_curve_frame`).
+
+    The x axis is the budget, not the realised false-alarm rate: the top-k measures take few values,
+    so their realised rate stays at 0 over most budgets and an ROC plot would pile every curve on
+    the left edge. A method whose line stays near the dashed one goes unnoticed by that statistic.
+    """
+    style()
     data = frame.assign(method=frame["method"].map(method_label),
                         statistic=frame["statistic"].map(lambda s: STATISTIC_NAMES.get(s, s)))
     present = set(data["statistic"])
     names = [STATISTIC_NAMES.get(s, s) for s in STATISTICS if STATISTIC_NAMES.get(s, s) in present]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.1 * len(names), 3.3), sharey=True, squeeze=False)
-    for i, (ax, name) in enumerate(zip(axes[0], names)):
-        part = data[data["statistic"] == name].sort_values("false_alarm")
-        sns.lineplot(data=part, x="false_alarm", y="detection", hue="method", marker=".", ax=ax,
-                     drawstyle="steps-post", legend=i == len(names) - 1, errorbar=None)
-        ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
-        ax.set(title=name, xlabel="false alarms on clean images", xlim=(0, 0.55), ylim=(-0.02, 1.02))
-    axes[0][0].set_ylabel("detection rate")
-    if len(names):
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
+    if not names:
+        raise ValueError("frame holds no statistic of tkmia.monitoring.STATISTICS")
+    palette = method_palette(data["method"])
+    rows, cols, (width, height) = panel_grid(len(names), aspect=0.9)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height + 0.5), sharey=True, squeeze=False)
+    top = float(data["alpha"].max())
+    for i, ax in enumerate(axes.flat):
+        if i >= len(names):
+            fig.delaxes(ax)
+            continue
+        part = data[data["statistic"] == names[i]].sort_values("alpha")
+        sns.lineplot(data=part, x="alpha", y="detection", hue="method", marker="o", ax=ax, markersize=4,
+                     drawstyle="steps-post", legend=i == 0, errorbar=None, palette=palette)
+        clean = part.drop_duplicates("alpha")
+        ax.plot(clean["alpha"], clean["false_alarm"], color="black", ls="--", lw=1.2, drawstyle="steps-post",
+                label="false alarms (clean)")
+        ax.set(title=names[i], xlabel="false-alarm budget α", xlim=(-0.01, top + 0.01), ylim=(-0.02, 1.02))
+        ax.set_ylabel("rate (fraction of images)" if i % cols == 0 else "")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if axes.flat[0].get_legend() is not None:
+        axes.flat[0].get_legend().remove()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return fig
 
 

@@ -19,11 +19,13 @@ from torch import Tensor
 from tkmia.attacks import METHODS
 from tkmia.metrics import MEASURES
 from tkmia.plots.measures import MEASURE_NAMES
+from tkmia.plots.theme import method_palette, panel_grid, style, tidy_table
 
 __all__ = [
     "METHOD_NAMES",
     "SUMMARY_NAMES",
     "method_label",
+    "SUMMARY_CAPTION",
     "style_table",
     "plot_summary",
     "delta_frame",
@@ -79,9 +81,18 @@ def _require(frame: pd.DataFrame, columns, what: str) -> None:
         raise ValueError(f"{what} is empty; nothing to draw")
 
 
-def style_table(table: pd.DataFrame):
-    """A :func:`tkmia.report.summarize` table formatted for display: method names as in the paper,
-    rates as percentages, Δ measures with 3 decimals, readable column names, no index.
+#: The caption of :func:`style_table` (what its columns are).
+SUMMARY_CAPTION = (
+    "Per k and method: n eligible samples attacked; success and imperceptible-success rates (of the n); "
+    "mean Pert over successful samples (L2, ×255 of [0, 1] pixels); mean iterations; mean change "
+    "(adversarial − clean) of each measure over the n samples."
+)
+
+
+def style_table(table: pd.DataFrame, caption: str = SUMMARY_CAPTION):
+    """A :func:`tkmia.report.summarize` table formatted for display (:func:`tidy_table`): method
+    names as in the paper, rates as percentages, Δ measures signed to 3 significant digits, counts
+    as integers, readable column names, a caption, no index.
 
     Returns a pandas Styler (render it as the last expression of a notebook cell).
 
@@ -91,18 +102,10 @@ def style_table(table: pd.DataFrame):
     _require(table, ["method"], "table")
     shown = table.copy()
     shown["method"] = shown["method"].map(method_label)
-    shown = shown.rename(columns=SUMMARY_NAMES)
-    formats = {}
-    for column, name in SUMMARY_NAMES.items():
-        if column not in table.columns:
-            continue
-        if column in _RATES:
-            formats[name] = "{:.1%}"
-        elif column.startswith("delta_"):
-            formats[name] = "{:+.3f}"
-        elif column in ("pert_l2_255", "iterations"):
-            formats[name] = "{:.2f}"
-    return shown.style.format(formats, na_rep="–").hide(axis="index")
+    present = [c for c in SUMMARY_NAMES if c in table.columns]
+    return tidy_table(shown, caption, names=SUMMARY_NAMES,
+                      percent=[c for c in present if c in _RATES],
+                      signed=[c for c in present if c.startswith("delta_")])
 
 
 def _long_summary(table: pd.DataFrame, columns) -> pd.DataFrame:
@@ -125,20 +128,39 @@ def plot_summary(table: pd.DataFrame):
     """
     import seaborn as sns
 
+    style()
     _require(table, ["k", "method", *_RATES, *_DELTAS], "table")
     long = _long_summary(table, (*_RATES, *_DELTAS))
     rows = "scheme" if "scheme" in long.columns and long["scheme"].nunique() > 1 else None
+    order = _method_order(long["method"])
+    n_cols = long["k"].nunique()
+    _, cols, (width, _) = panel_grid(n_cols, max_columns=2 if rows is None else 3)
+    height = 0.85 * width / cols
     grid = sns.catplot(
         data=long, kind="bar", x="quantity", y="value", hue="method", col="k", row=rows,
-        hue_order=_method_order(long["method"]), order=[SUMMARY_NAMES[c] for c in (*_RATES, *_DELTAS)],
-        height=3.2, aspect=1.4, palette="colorblind",
+        col_wrap=cols if rows is None and n_cols > cols else None,
+        hue_order=order, order=[SUMMARY_NAMES[c] for c in (*_RATES, *_DELTAS)],
+        height=height, aspect=width / cols / height, palette=method_palette(order),
     )
-    grid.set_axis_labels("", "rate (fraction)  /  mean change")
+    grid.set_axis_labels("", "rate (fraction) / mean change")
     grid.set_titles(("{row_name} scheme, " if rows else "") + "k = {col_name}")
     for ax in grid.axes.flat:
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_ylim(-1.05, 1.05)
-        ax.tick_params(axis="x", labelrotation=30)
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    return _legend_on_top(grid)
+
+
+def _legend_on_top(grid):
+    """Move a FacetGrid's legend above its panels (so that it costs height, not page width) and
+    return the figure."""
+    import seaborn as sns
+
+    if grid.legend is not None:
+        sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, title=None, frameon=False)
+    grid.figure.tight_layout()
     return grid.figure
 
 
@@ -172,22 +194,28 @@ def plot_delta_distributions(records: pd.DataFrame):
     """
     import seaborn as sns
 
+    style()
     frame = delta_frame(records)
     order = _method_order(frame["method"])
     rows = "k" if frame["k"].nunique() > 1 else None
+    _, cols, (width, _) = panel_grid(frame["measure"].nunique())
+    height = 0.95 * width / cols
     with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's deprecated ``vert`` to bxp
         warnings.simplefilter("ignore", MatplotlibDeprecationWarning)
         grid = sns.catplot(
             data=frame, kind="box", x="method", y="change", col="measure", row=rows, order=order,
-            showfliers=False, color="0.85", height=3.0, aspect=1.1, sharey=True,
+            showfliers=False, color="0.88", height=height, aspect=width / cols / height, sharey=True,
         )
     grid.map_dataframe(sns.stripplot, x="method", y="change", order=order, hue="method", hue_order=order,
-                       palette="colorblind", size=2.5, alpha=0.5, jitter=0.3, legend=False)
+                       palette=method_palette(order), size=2.5, alpha=0.5, jitter=0.3, legend=False)
     grid.set_titles(("k = {row_name}, " if rows else "") + "Δ{col_name}")
-    grid.set_axis_labels("", "adversarial − clean")
+    grid.set_axis_labels("", "change (adversarial − clean)")
     for ax in grid.axes.flat:
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.tick_params(axis="x", labelrotation=30)
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    grid.figure.tight_layout()
     return grid.figure
 
 
@@ -198,23 +226,33 @@ def plot_vs_k(
     per column (and one row per scheme when the table holds several). Returns the figure."""
     import seaborn as sns
 
+    style()
     _require(table, ["k", "method", *columns], "table")
+    if len(columns) > 3:
+        raise ValueError(f"columns: at most 3 panels a row, got {len(columns)} columns {list(columns)}")
     long = _long_summary(table, columns)
     rows = "scheme" if "scheme" in long.columns and long["scheme"].nunique() > 1 else None
     order = _method_order(long["method"])
+    _, cols, (width, _) = panel_grid(len(columns))
+    height = 0.9 * width / cols
     grid = sns.relplot(
         data=long, kind="line", x="k", y="value", hue="method", style="method", col="quantity", row=rows,
         hue_order=order, style_order=order, col_order=[SUMMARY_NAMES[c] for c in columns], markers=True,
-        dashes=False, height=3.0, aspect=1.1, facet_kws={"sharey": False}, palette="colorblind",
+        dashes=False, height=height, aspect=width / cols / height, facet_kws={"sharey": False},
+        palette=method_palette(order),
     )
     grid.set_titles(("{row_name} scheme, " if rows else "") + "{col_name}")
     grid.set(xticks=sorted(long["k"].unique()))
+    units = {SUMMARY_NAMES[c]: "fraction of eligible samples" for c in _RATES}
+    units[SUMMARY_NAMES["pert_l2_255"]] = "L2 (×255, [0, 1] pixels)"
     for ax, name in zip(grid.axes.flat, [SUMMARY_NAMES[c] for c in columns] * (grid.axes.shape[0])):
+        ax.set_ylabel(units.get(name, name))
+        ax.set_xlabel("k (top-k size)")
         if name in (SUMMARY_NAMES[c] for c in _RATES):
             ax.set_ylim(-0.05, 1.05)
         elif name == SUMMARY_NAMES["pert_l2_255"] and (long.loc[long["quantity"] == name, "value"] > 0).all():
             ax.set_yscale("log")  # methods differ by orders of magnitude
-    return grid.figure
+    return _legend_on_top(grid)
 
 
 def plot_success_vs_k(table: pd.DataFrame):
@@ -257,7 +295,7 @@ def triplet_inputs(
 def _label_line(ax, y: float, prefix: str, top: Sequence[int], truth: set, specified: set, classes) -> None:
     """Write ``prefix`` then each top-k label under an image, coloured: specified labels red with a
     star, other true labels black, false labels grey italic."""
-    text = ax.annotate(prefix, xy=(0.0, y), xycoords="axes fraction", va="top", ha="left", fontsize=7)
+    text = ax.annotate(prefix, xy=(0.0, y), xycoords="axes fraction", va="top", ha="left", fontsize=9)
     for i, label in enumerate(top):
         name = classes[label] if classes is not None else str(label)
         if label in specified:
@@ -268,7 +306,7 @@ def _label_line(ax, y: float, prefix: str, top: Sequence[int], truth: set, speci
         else:
             style = {"color": "0.45", "fontstyle": "italic"}
         name += "," if i < len(top) - 1 else ""
-        text = ax.annotate(" " + name, xy=(1.0, 0.0), xycoords=text, va="bottom", ha="left", fontsize=7,
+        text = ax.annotate(" " + name, xy=(1.0, 0.0), xycoords=text, va="bottom", ha="left", fontsize=9,
                            **style)
 
 
@@ -279,7 +317,7 @@ def plot_triplets(
     classes: Sequence[str] | None = None,
     amplify: float | None = None,
     title: str | None = None,
-    panel_size: float = 2.0,
+    panel_size: float = 2.4,
 ):
     """Per sample, the clean image, the adversarial image and the amplified perturbation, as in the
     paper's figures, with the top-k lists before and after written under the images.
@@ -303,6 +341,7 @@ def plot_triplets(
     """
     import matplotlib.pyplot as plt
 
+    style()
     if clean.shape != adv.shape or clean.dim() != 4:
         raise ValueError(f"clean and adv must both have shape (n, 3, H, W), got {tuple(clean.shape)} "
                          f"and {tuple(adv.shape)}")
@@ -312,7 +351,7 @@ def plot_triplets(
         raise ValueError(f"amplify must be > 0 or None, got {amplify!r}")
     _require(records_rows, ["sample", "clean_topk", "adv_topk", "labels", "specified"], "records_rows")
     n = clean.shape[0]
-    fig, axes = plt.subplots(n, 3, figsize=(3 * panel_size, n * panel_size * 1.2 + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(3 * panel_size, n * panel_size * 1.25 + 0.5), squeeze=False)
     diff = (adv.float() - clean.float()).abs()
     for row, (axs, (_, rec)) in enumerate(zip(axes, records_rows.iterrows())):
         truth, specified = {int(j) for j in rec["labels"]}, {int(j) for j in rec["specified"]}
@@ -325,7 +364,7 @@ def plot_triplets(
         ]
         for ax, (image, name) in zip(axs, panels):
             ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
-            ax.set_title(name, fontsize=8)
+            ax.set_title(name, fontsize=9.5)
             ax.set_xticks([])
             ax.set_yticks([])
         k = len(rec["clean_topk"])
@@ -334,10 +373,10 @@ def plot_triplets(
     if title is None and "method" in records_rows.columns:
         title = method_label(str(records_rows["method"].iloc[0]))
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(h_pad=1.6, rect=(0, 0.03, 1, 1))
-    fig.text(0.5, 0.005, "under the images: the top-k before (left) and after (middle); red*: specified, "
-             "grey italic: not a true label", ha="center", va="bottom", fontsize=7)
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(h_pad=1.6, rect=(0, 0.5 / fig.get_figheight(), 1, 1))
+    fig.text(0.5, 0.005, "under the images: the top-k before (left) and after (middle);\nred*: specified, "
+             "grey italic: not a true label", ha="center", va="bottom", fontsize=9)
     return fig
 
 

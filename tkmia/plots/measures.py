@@ -91,11 +91,19 @@ def plot_swap_frame(frame: pd.DataFrame):
     replacement. Returns the matplotlib figure."""
     import seaborn as sns
 
+    from tkmia.plots.theme import panel_grid, style
+
+    style()
+    _, cols, (width, _) = panel_grid(frame["replaced by"].nunique())
+    height = 0.8 * width / cols
     grid = sns.relplot(
         data=frame, x="rank", y="value", hue="measure", style="measure", col="replaced by",
-        kind="line", markers=True, dashes=False, height=3.2, aspect=1.2,
+        kind="line", markers=True, dashes=False, height=height, aspect=width / cols / height,
     )
-    grid.set_axis_labels("rank of the removed true label", "measure after the swap")
+    grid.set_axis_labels("rank of the removed true label", "measure after the swap (0–1)")
     grid.set(xticks=sorted(frame["rank"].unique()), ylim=(-0.05, 1.05))
     grid.set_titles("replaced by {col_name}")
+    if grid.legend is not None:
+        sns.move_legend(grid, "lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, title=None, frameon=False)
+    grid.figure.tight_layout()
     return grid.figure

@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from tkmia.metrics import MEASURES, ranks
+from tkmia.plots.theme import PAGE_WIDTH_IN, panel_grid, style
 from tkmia.relaxation import atk_minimiser, atk_variational, average_top_k, kth_largest
 
 __all__ = [
@@ -83,11 +84,12 @@ def _ordinal(m: int) -> str:
 
 def plot_atk_vs_kth(frame: pd.DataFrame, title: str | None = None):
     """Draw :func:`atk_line_frame`: the non-convex m-th largest below its convex ATk bound."""
+    style()
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for (quantity, part), style in zip(frame.groupby("quantity", sort=False), ("-", "--"), strict=False):
-        ax.plot(part["t"], part["value"], style, label=quantity, lw=2)
-    ax.set_xlabel("position t on the line  v + t·d")
-    ax.set_ylabel("value")
+    for (quantity, part), line in zip(frame.groupby("quantity", sort=False), ("-", "--"), strict=False):
+        ax.plot(part["t"], part["value"], line, label=quantity, lw=2)
+    ax.set_xlabel("position t on the line  v + t·d (score units)")
+    ax.set_ylabel("value (score units)")
     ax.legend(frameon=False)
     if title:
         ax.set_title(title)
@@ -116,6 +118,7 @@ def variational_frame(v, m: int, lambdas: Sequence[float]) -> pd.DataFrame:
 def plot_variational(frame: pd.DataFrame, v=None, title: str | None = None):
     """Draw :func:`variational_frame`: a convex piecewise-linear curve in λ whose minimum, ATk_m(v),
     is reached at λ* = v_[m]; the entries of ``v`` (if given) are marked as the curve's kinks."""
+    style()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(frame["lambda"], frame["value"], lw=2, label=r"$\lambda + \frac{1}{m}\sum_j [v_j - \lambda]_+$")
     atk, lam_star = frame.attrs["atk"], frame.attrs["minimiser"]
@@ -124,8 +127,8 @@ def plot_variational(frame: pd.DataFrame, v=None, title: str | None = None):
     if v is not None:
         for x in _as_vector(v).tolist():
             ax.axvline(x, color="C0", alpha=0.15, lw=1)
-    ax.set_xlabel(r"$\lambda$")
-    ax.set_ylabel("value")
+    ax.set_xlabel(r"$\lambda$ (score units)")
+    ax.set_ylabel("value (score units)")
     ax.legend(frameon=False)
     if title:
         ax.set_title(title)
@@ -164,14 +167,15 @@ def plot_loss_history(history: Mapping[str, Tensor], names: Sequence[str] | None
     """The attack loss per iteration, one line per sample (``history["loss"]``, shape (T, N));
     a line ends where its sample succeeded and was frozen."""
     loss = _loss_array(history)
+    style()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for i in range(loss.shape[1]):
         ax.plot(np.arange(loss.shape[0]), loss[:, i], lw=1.8,
                 label=names[i] if names is not None else f"sample {i}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
+    ax.set_xlabel("iteration (optimiser steps)")
+    ax.set_ylabel("loss (score units)")
     if loss.shape[1] <= 8:
-        ax.legend(frameon=False, fontsize="small")
+        ax.legend(frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -187,20 +191,20 @@ def plot_lambda_modes(histories: Mapping[str, Mapping[str, Tensor]], names: Sequ
     n = next(iter(arrays.values())).shape[1]
     if any(a.shape[1] != n for a in arrays.values()):
         raise ValueError("every history must hold the same samples")
-    cols = min(n, 4)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    style()
+    rows, cols, size = panel_grid(n, aspect=0.8)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n:
-            ax.axis("off")
+            fig.delaxes(ax)
             continue
-        for (mode, a), style in zip(arrays.items(), ("-", "--", ":", "-."), strict=False):
-            ax.plot(np.arange(a.shape[0]), a[:, i], style, lw=1.8, label=mode)
-        ax.set_title(names[i] if names is not None else f"sample {i}", fontsize="medium")
-        ax.set_xlabel("iteration")
+        for (mode, a), line in zip(arrays.items(), ("-", "--", ":", "-."), strict=False):
+            ax.plot(np.arange(a.shape[0]), a[:, i], line, lw=1.8, label=mode)
+        ax.set_title(names[i] if names is not None else f"sample {i}")
+        ax.set_xlabel("iteration (steps)")
         if i % cols == 0:
-            ax.set_ylabel("loss")
-    axes.flat[0].legend(frameon=False, fontsize="small")
+            ax.set_ylabel("loss (score units)")
+    axes.flat[0].legend(frameon=False)
     fig.tight_layout()
     return fig
 
@@ -243,7 +247,8 @@ def plot_rank_history(frame: pd.DataFrame, specified: Sequence[int], k: int, lab
     (solid, red shades) and the other true labels (dashed, blue shades), with the top-k band shaded.
     Labels that are neither true nor specified are drawn faintly."""
     specified, labels = {int(s) for s in specified}, {int(y) for y in labels}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    style()
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 4))
     num_classes = int(frame["label"].max()) + 1 if len(frame) else 1
     ax.axhspan(0.5, k + 0.5, color="C2", alpha=0.12, label=f"top-{k}")
     reds, blues = plt.cm.Reds, plt.cm.Blues
@@ -252,22 +257,22 @@ def plot_rank_history(frame: pd.DataFrame, specified: Sequence[int], k: int, lab
     for label, part in frame.groupby("label"):
         name = classes[label] if classes is not None else str(label)
         if label in specified:
-            color, style, lw = reds(0.55 + 0.4 * i_spec / n_spec), "-", 2.2
+            color, line, lw = reds(0.55 + 0.4 * i_spec / n_spec), "-", 2.2
             i_spec += 1
             text = f"{name} (specified)"
         elif label in labels:
-            color, style, lw = blues(0.5 + 0.45 * i_rest / n_rest), "--", 1.8
+            color, line, lw = blues(0.5 + 0.45 * i_rest / n_rest), "--", 1.8
             i_rest += 1
             text = f"{name} (true)"
         else:
             ax.plot(part["iteration"], part["rank"], color="grey", alpha=0.2, lw=0.8)
             continue
-        ax.plot(part["iteration"], part["rank"], style, color=color, lw=lw, label=text)
+        ax.plot(part["iteration"], part["rank"], line, color=color, lw=lw, label=text)
     ax.set_ylim(num_classes + 0.5, 0.5)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("iteration (optimiser steps)")
     ax.set_ylabel("rank (1 = highest score)")
-    ax.legend(frameon=False, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -320,21 +325,28 @@ def plot_measure_collapse(frame: pd.DataFrame, title: str | None = None):
     """Draw :func:`measure_pairs_frame`: per measure, the distribution of clean and adversarial values
     (histograms on [0, 1], clean behind adversarial)."""
     names = list(dict.fromkeys(frame["measure"]))
-    fig, axes = plt.subplots(1, len(names), figsize=(3.1 * len(names), 3.0), sharey=True, squeeze=False)
+    style()
+    rows, cols, size = panel_grid(len(names), aspect=0.75)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0], size[1] + 0.4), sharey=True, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        fig.delaxes(ax)
     bins = np.linspace(0, 1, 12)
-    for ax, name in zip(axes[0], names, strict=True):
+    for i, (ax, name) in enumerate(zip(axes.flat, names)):
         part = frame[frame["measure"] == name]
         for (image, color) in (("clean", "C0"), ("adversarial", "C3")):
             values = part.loc[part["image"] == image, "value"].to_numpy()
             ax.hist(values, bins=bins, color=color, alpha=0.55, label=image,
                     weights=np.full(len(values), 1 / max(len(values), 1)))
         ax.set_title(name)
-        ax.set_xlabel("value")
-    axes[0, 0].set_ylabel("fraction of samples")
-    axes[0, -1].legend(frameon=False, fontsize="small")
+        ax.set_xlabel("value (0–1)")
+        if i % cols == 0:
+            ax.set_ylabel("fraction of samples")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False,
+               bbox_to_anchor=(0.5, 0.99 if not title else 0.93))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.45 if not title else 0.75) / fig.get_figheight()))
     return fig
 
 
@@ -355,7 +367,8 @@ def plot_perturbation(clean: Tensor, adv: Tensor, amplify: float | None = None, 
     peak = float(delta.abs().max())
     if amplify is None:
         amplify = 0.5 / peak if peak > 0 else 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(8, 3))
+    style()
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 2.9))
     shown = (clean, adv, (0.5 + amplify * delta).clamp(0, 1))
     captions = ("clean", "adversarial", f"perturbation ×{amplify:.0f}")
     for ax, image, caption in zip(axes, shown, captions, strict=True):
