@@ -102,3 +102,12 @@ def test_profiles_table_reads_the_profiles():
     assert rows.loc["coco2014", "arch"] == "resnet101" and rows.loc["coco2014", "image_size"] == 448
     assert rows.loc["voc2012", "classes"] == 20 and rows.loc["nuswide", "classes"] == 81
     assert rows.loc["coco2014", "k"] == 5 and rows.loc["voc2012", "lr"] == 5e-4
+
+
+def test_settings_side_by_side_and_instructions():
+    both = paper.settings_side_by_side("default", "voc2012")
+    assert list(both.columns) == ["setting", "this build (default)", "the paper (voc2012 profile)"]
+    row = both.set_index("setting")
+    assert row.loc["dataset", "the paper (voc2012 profile)"] == "voc2012"
+    assert row.loc["k", "the paper (voc2012 profile)"] == "3"
+    assert "page" in paper.FILL_INSTRUCTIONS and "paper_tables.csv" in paper.FILL_INSTRUCTIONS

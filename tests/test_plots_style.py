@@ -178,3 +178,19 @@ def test_average_top_k_is_unchanged_by_styling():
     before = float(average_top_k(v, 2))
     st.style()
     assert float(average_top_k(v, 2)) == before == 2.5
+
+
+def test_measure_outcomes_and_typical_samples_describe_the_distribution():
+    records = experiment_records(("kfool",), ks=(3,), n=6)  # drops 0, .25, .5, 0, .25, .5 (sample 1 fails)
+    out = plots.measure_outcomes(records)
+    assert out["n"] == 5
+    assert out["unchanged"] == pytest.approx(2 / 5) and out["p_dropped"] == pytest.approx(3 / 5)
+    assert out["mean_p_drop"] == pytest.approx((0.5 + 0.25 + 0.5) / 3)
+    assert out["median_delta_p"] == pytest.approx(-0.25)
+    # the most typical first: sample 4 sits at the median (-0.25); then the others by distance
+    assert plots.typical_samples(records, [0, 1, 2, 3, 4, 5])[0] == 4
+    assert 1 not in plots.typical_samples(records, [0, 1, 2, 3, 4, 5])  # failed attack never shown
+    assert plots.typical_samples(records, [1]) == [1]  # no success among them: eligible ones shown
+    with pytest.raises(ValueError, match="none of the samples"):
+        plots.typical_samples(records, [6])  # sample 6 is not eligible
+    assert plots.measure_outcomes(records.assign(success=False))["n"] == 0

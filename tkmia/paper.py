@@ -23,8 +23,19 @@ from tkmia.attacks import METHODS
 from tkmia.metrics import MEASURES
 from tkmia.selection import SCHEMES
 
-__all__ = ["PAPER_FILE", "PAPER_COLUMNS", "PAPER_MEASURES", "DATASETS", "paper_table", "filled",
-           "profiles_table"]
+__all__ = ["PAPER_FILE", "PAPER_COLUMNS", "PAPER_MEASURES", "DATASETS", "FILL_INSTRUCTIONS", "paper_table",
+           "filled", "profiles_table", "settings_side_by_side"]
+
+#: How to fill :data:`PAPER_FILE` (shown by the full-scale chapter while the file holds no value).
+FILL_INSTRUCTIONS = (
+    "Open the paper (arXiv:2309.00007). For each row of tkmia/paper_tables.csv, find the table of its "
+    "dataset and scheme, and write the number the paper prints for its k, method and measure in "
+    "`value` (success rates as fractions, Δ measures as adversarial minus clean, Pert as printed), "
+    "its page in `page` and the table's number in `table`, and replace `source` by where it was read "
+    "(e.g. 'arXiv:2309.00007v1, Table 2'). Leave a value empty rather than guess; "
+    "tkmia.paper.paper_table() refuses a value without its page and table. Then rebuild the chapter: "
+    "the comparison appears once the file holds values."
+)
 
 #: The data file holding the paper's table values.
 PAPER_FILE = Path(__file__).resolve().parent / "paper_tables.csv"
@@ -120,3 +131,14 @@ def profiles_table(names: Sequence[str] = ("default", "voc2012", "coco2014", "nu
             "grid_k": ", ".join(map(str, p.grid.k)),
         })
     return pd.DataFrame(rows)
+
+
+def settings_side_by_side(profile: str, paper_profile: str) -> pd.DataFrame:
+    """The settings of ``profile`` (this build) beside those of ``paper_profile`` (the profile that
+    copies the paper's setting, e.g. ``"voc2012"``): one row per setting, columns setting, this
+    build, the paper; values as text."""
+    table = profiles_table([profile, paper_profile]).set_index("profile").T
+    first, second = table.columns[0], table.columns[-1]
+    return pd.DataFrame({"setting": table.index,
+                         f"this build ({first})": table[first].map(str).to_numpy(),
+                         f"the paper ({second} profile)": table[second].map(str).to_numpy()})

@@ -153,7 +153,8 @@ def plot_per_class_ap(frame: pd.DataFrame) -> Figure:
 
 def eligibility_frame(scores: Tensor, labels: Tensor, ks: Sequence[int], *, classes: Sequence[int],
                       n_pert: int, del_n: int, seed: int = 0) -> pd.DataFrame:
-    """How many images each scheme can attack, per k (PAPER.md's eligibility rules).
+    """How many images each scheme can attack, per k (the eligibility rules of the book page "The
+    reference implementation").
 
     Global: S = ``classes`` ∩ Y must meet the top-k and |Y| ≥ k + |S|. Random: ``n_pert`` true labels
     of the top-k are drawn and |Y| ≥ k + n_pert (k < n_pert is skipped). Columns scheme, k,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib import MatplotlibDeprecationWarning
@@ -39,6 +40,8 @@ __all__ = [
     "claim_frame",
     "claim_summary",
     "topk_changes",
+    "measure_outcomes",
+    "typical_samples",
 ]
 
 #: How the book writes each method of :data:`tkmia.attacks.METHODS`.
@@ -459,3 +462,47 @@ def topk_changes(rows: pd.DataFrame) -> pd.DataFrame:
         out.append({"sample": int(rec["sample"]), "removed": len((before - after) & spec),
                     "false_in": len(entered - truth), "true_in": len(entered & truth)})
     return pd.DataFrame(out, columns=["sample", "removed", "false_in", "true_in"])
+
+
+_SHOWN = ("precision_at_k", "map_at_k", "ndcg_at_k")
+
+
+def measure_outcomes(records: pd.DataFrame) -> dict[str, float]:
+    """How an attack's successful samples left the measures: ``n`` (successful eligible samples),
+    ``unchanged`` (fraction with P@k, mAP@k and NDCG@k all unchanged), ``p_dropped`` (fraction whose
+    P@k fell), ``mean_p_drop`` (mean fall of P@k among those, NaN if none) and ``median_delta_p``
+    (median ΔP@k over the successful samples); with no successful sample ``n`` is 0 and the rest
+    NaN. Book chapter "The problem"."""
+    _require(records, ["eligible", "success", *(f"{side}_{m}" for side in ("clean", "adv") for m in _SHOWN)],
+             "records")
+    won = records[records["eligible"].astype(bool) & records["success"].astype(bool)]
+    if won.empty:
+        nan = float("nan")
+        return {"n": 0, "unchanged": nan, "p_dropped": nan, "mean_p_drop": nan, "median_delta_p": nan}
+    delta = {m: won[f"adv_{m}"].to_numpy(float) - won[f"clean_{m}"].to_numpy(float) for m in _SHOWN}
+    still = np.all([abs(d) < 1e-9 for d in delta.values()], axis=0)
+    dropped = delta["precision_at_k"] < -1e-9
+    return {"n": int(len(won)), "unchanged": float(still.mean()), "p_dropped": float(dropped.mean()),
+            "mean_p_drop": float(-delta["precision_at_k"][dropped].mean()) if dropped.any() else float("nan"),
+            "median_delta_p": float(pd.Series(delta["precision_at_k"]).median())}
+
+
+def typical_samples(records: pd.DataFrame, samples: Sequence[int]) -> list[int]:
+    """``samples`` (e.g. those with saved images) that were attacked successfully, most typical
+    first: ordered by how far their ΔP@k lies from the median ΔP@k of every successful sample
+    (ties: by ΔNDCG@k's distance to its median, then by sample id). The book's rule for choosing
+    an example image. When no sample of ``samples`` succeeded, the eligible ones are ordered the
+    same way (over every eligible sample)."""
+    wanted = {int(x) for x in samples}
+    eligible = records[records["eligible"].astype(bool)]
+    won = eligible[eligible["success"].astype(bool)]
+    if not set(won["sample"].astype(int)) & wanted:
+        won = eligible
+    dp = won["adv_precision_at_k"] - won["clean_precision_at_k"]
+    dn = won["adv_ndcg_at_k"] - won["clean_ndcg_at_k"]
+    far = pd.DataFrame({"sample": won["sample"].astype(int), "p": (dp - dp.median()).abs(),
+                        "n": (dn - dn.median()).abs()})
+    far = far[far["sample"].isin([int(x) for x in samples])].sort_values(["p", "n", "sample"])
+    if far.empty:
+        raise ValueError(f"none of the samples {list(samples)} is an eligible sample of records")
+    return far["sample"].tolist()

@@ -100,8 +100,9 @@ def plot_atk_vs_kth(frame: pd.DataFrame, title: str | None = None):
 def variational_frame(v, m: int, lambdas: Sequence[float]) -> pd.DataFrame:
     """The variational form λ + (1/m) Σ_j [v_j − λ]_+ at each λ (Lemma of chapter 5).
 
-    Returns: columns ``lambda``, ``value``; ``attrs`` holds ``atk`` (ATk_m(v)) and ``minimiser``
-    (λ* = v_[m]).
+    Returns: columns ``lambda``, ``value``; ``attrs`` holds ``atk`` (ATk_m(v)), ``minimiser``
+    (λ* = v_[m]) and ``minimisers`` (v_[m+1], v_[m]): every λ of that interval is a minimiser
+    (−inf on the left when m = C).
 
     Example:
         >>> f = variational_frame([3.0, 1.0], 1, [3.0]); float(f.value[0]), f.attrs["atk"]
@@ -111,7 +112,9 @@ def variational_frame(v, m: int, lambdas: Sequence[float]) -> pd.DataFrame:
     lam = torch.as_tensor(list(lambdas), dtype=torch.float64)
     values = atk_variational(v.expand(lam.numel(), -1), m, lam)
     frame = pd.DataFrame({"lambda": lam.numpy(), "value": values.numpy()})
-    frame.attrs.update(atk=float(average_top_k(v, m)), minimiser=float(atk_minimiser(v, m)))
+    low = float(kth_largest(v, m + 1)) if m < v.numel() else float("-inf")
+    frame.attrs.update(atk=float(average_top_k(v, m)), minimiser=float(atk_minimiser(v, m)),
+                       minimisers=(low, float(atk_minimiser(v, m))))
     return frame
 
 
@@ -123,6 +126,10 @@ def plot_variational(frame: pd.DataFrame, v=None, title: str | None = None):
     ax.plot(frame["lambda"], frame["value"], lw=2, label=r"$\lambda + \frac{1}{m}\sum_j [v_j - \lambda]_+$")
     atk, lam_star = frame.attrs["atk"], frame.attrs["minimiser"]
     ax.axhline(atk, color="grey", ls=":", label=r"ATk$_m(v)$")
+    low, high = frame.attrs.get("minimisers", (lam_star, lam_star))
+    if high > low:
+        ax.axvspan(max(low, float(frame["lambda"].min())), high, color="C2", alpha=0.2,
+                   label="every minimiser")
     ax.plot([lam_star], [atk], "o", color="C3", ms=8, label=r"$\lambda^* = v_{[m]}$")
     if v is not None:
         for x in _as_vector(v).tolist():
