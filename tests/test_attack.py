@@ -230,7 +230,7 @@ def test_model_mode_restored(case):
 # ----------------------------------------------------------------------------- bad input
 
 
-def _call(images=None, labels=None, specified=None, **kw):
+def _call(images=None, labels=None, specified=None, ids=None, **kw):
     model = small_model()
     gen = torch.Generator().manual_seed(1)
     images = torch.rand(4, 3, 8, 8, generator=gen) if images is None else images
@@ -238,7 +238,7 @@ def _call(images=None, labels=None, specified=None, **kw):
     specified = GlobalSelection([0, 1]) if specified is None else specified
     params = {"lr": 0.01, "max_iter": 2, **kw}
     k = params.pop("k", 3)
-    return TkMIA(model, k, **params)(images, labels, specified)
+    return TkMIA(model, k, **params)(images, labels, specified, ids=ids)
 
 
 @pytest.mark.parametrize(
@@ -298,3 +298,157 @@ def test_cuda_images_with_cpu_model_is_an_error_and_cuda_runs():
         TkMIA(model, 3, lr=0.01, max_iter=1)(images, labels, GlobalSelection([0]))
     out = TkMIA(model.cuda(), 3, lr=0.01, max_iter=5)(images, labels, GlobalSelection([0]))
     assert out.adv_images.is_cuda
+
+
+# ----------------------------------------------------------------------------- units and boxes
+
+
+class InBox(nn.Module):
+    """The small model seeing images of ``box`` as its own [0, 1] images."""
+
+    def __init__(self, box):
+        super().__init__()
+        self.inner, self.box = small_model(), box
+
+    def forward(self, x):
+        low, high = self.box
+        return self.inner((x - low) / (high - low))
+
+
+@pytest.mark.parametrize("box", [(0.0, 255.0), (-1.0, 1.0)])
+def test_perturbation_l2_255_is_scaled_by_the_box(case, result, box):
+    """‖δ‖·255/(high − low): the same attack in another box gives the same 0–255 value (it used
+    to be 255·‖δ‖ whatever the box: 255× too large for a (0, 255) box)."""
+    _, images, labels = case
+    low, high = box
+    scaled = low + images * (high - low)
+    out = TkMIA(InBox(box), 3, lr=0.05, max_iter=60, box=box)(scaled, labels, GlobalSelection([0, 1, 2, 3]))
+    l2 = (out.adv_images - scaled).flatten(1).norm(dim=1)
+    torch.testing.assert_close(out.perturbation_l2, l2)
+    torch.testing.assert_close(out.perturbation_l2_255, l2 * 255 / (high - low))
+    same = out.success & result.success & (out.iterations == result.iterations)
+    assert same.sum() >= 3
+    torch.testing.assert_close(out.perturbation_l2_255[same], result.perturbation_l2_255[same],
+                               atol=1e-2, rtol=1e-3)
+    assert out.box == box and result.box == (0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- NaN never passes
+
+
+class NaNAt(nn.Module):
+    """The small model, with NaN in the logits of row ``row`` of its ``call``-th forward pass."""
+
+    def __init__(self, call, row=1, value=float("nan")):
+        super().__init__()
+        self.inner, self.call, self.row, self.value, self.calls = small_model(), call, row, value, 0
+
+    def forward(self, x):
+        out = self.inner(x)
+        self.calls += 1
+        if self.calls == self.call:
+            out = out.clone()
+            out[self.row] = self.value
+        return out
+
+
+def _unreachable(labels):
+    n = labels.shape[0]
+    return Specification(labels.bool() & (torch.arange(C) < 4), torch.ones(n, dtype=torch.bool),
+                         torch.full((n,), 99))
+
+
+def test_nan_model_output_at_the_start_is_an_error(case):
+    _, images, labels = case
+    with pytest.raises(ValueError, match=r"not finite \(NaN or Inf\) for batch sample\(s\) \[1\] "
+                                         r"at the start point \(iteration 0\)"):
+        TkMIA(NaNAt(1), 3, lr=0.05, max_iter=5)(images[:4], labels[:4], GlobalSelection([0, 1]))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_model_output_during_the_loop_is_an_error(case, value):
+    _, images, labels = case
+    labels = labels[:4].clone()
+    labels[:, 0] = 1
+    # forward passes: the clean scores, then iterates 0, 1, 2: the 4th is iteration 2
+    with pytest.raises(ValueError, match=r"not finite \(NaN or Inf\) for batch sample\(s\) \[1\] "
+                                         r"\(ids \[11\]\) at iteration 2"):
+        TkMIA(NaNAt(4, value=value), 3, lr=0.05, max_iter=10)(
+            images[:4], labels, _unreachable(labels), ids=[10, 11, 12, 13]
+        )
+
+
+def test_non_finite_step_is_an_error_not_a_nan_image(case):
+    """A model that hides a NaN image (nan_to_num) still cannot return NaN images or norms."""
+    _, images, labels = case
+
+    class Hides(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = small_model()
+
+        def forward(self, x):
+            return self.inner(torch.nan_to_num(x))
+
+    class Explodes(TkMIA):
+        def step(self, state, x, scores, keep):
+            super().step(state, x, scores, keep)
+            state.w = state.w * float("nan")
+
+    labels = labels[:4]
+    with pytest.raises(ValueError, match="non-finite image for batch sample"):
+        Explodes(Hides(), 3, lr=0.05, max_iter=3)(images[:4], labels, _unreachable(labels))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, 0.0, "0.1"])
+def test_lambda_lr_must_be_finite_and_positive(bad):
+    with pytest.raises((ValueError, TypeError), match="lambda_lr must be a"):
+        TkMIA(small_model(), 3, lambda_mode="gradient", lambda_lr=bad)
+
+
+# ----------------------------------------------------------------------------- NumPy numbers, ids
+
+
+def test_numpy_integers_and_arrays_are_accepted(case, result):
+    model, images, labels = case
+    np = pytest.importorskip("numpy")
+    attack = TkMIA(model, np.int64(3), lr=np.float32(0.05), max_iter=np.int32(60),
+                   weight_decay=np.float64(1e-4), box=np.array([0.0, 1.0]))
+    out = attack(images, labels, GlobalSelection(np.array([0, 1, 2, 3])))
+    assert torch.equal(out.adv_images, result.adv_images)
+    sel = RandomSelection(np.int64(2), np.int64(1), seed=np.int64(7))
+    ids = np.arange(100, 124)
+    by_array = attack(images, labels, sel, ids=ids)
+    for other in (ids.tolist(), torch.from_numpy(ids)):
+        assert torch.equal(attack(images, labels, sel, ids=other).specified, by_array.specified)
+
+
+def test_random_draw_without_ids_does_not_depend_on_the_batch(case):
+    """Without ids the engine names each image by a hash of its pixels: a sample gets the same
+    draw alone, in another batch, or at another position."""
+    model, images, labels = case
+    attack = TkMIA(model, 3, lr=0.05, max_iter=1)
+    sel = RandomSelection(1, 1, seed=5)
+    whole = attack(images, labels, sel)
+    assert whole.eligible.sum() >= 5
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(2))
+    shuffled = attack(images[perm], labels[perm], sel)
+    assert torch.equal(shuffled.specified, whole.specified[perm])
+    for row in whole.eligible.nonzero().flatten()[:5].tolist():
+        alone = attack(images[row : row + 1], labels[row : row + 1], sel)
+        assert torch.equal(alone.specified[0], whole.specified[row])
+
+
+@pytest.mark.parametrize(
+    "ids, error, match",
+    [
+        ([0, 1], ValueError, r"ids must have shape \(4,\)"),
+        ([0.0, 1.0, 2.0, 3.0], TypeError, "ids must be an int"),
+        (torch.zeros(4), TypeError, "ids must hold integers"),
+        (torch.zeros(2, 2, dtype=torch.long), ValueError, "ids must be one-dimensional"),
+        ("0123", TypeError, "ids must be a sequence of ints"),
+    ],
+)
+def test_bad_ids_are_named(ids, error, match):
+    with pytest.raises(error, match=match):
+        _call(specified=RandomSelection(1, 1), ids=ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -41,7 +43,7 @@ def problem():
 
 
 def _attack(name, model, **extra):
-    return get(name)(model, K, max_iter=40, **OPTIONS[name], **extra)
+    return get(name)(model, K, **{"max_iter": 40, **OPTIONS[name], **extra})
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +131,91 @@ def test_history_records(problem, name):
     model, images, labels = problem
     r = _attack(name, model, record_history=True)(images, labels, SELECTIONS[0])
     assert r.history["scores"].shape[1:] == (images.shape[0], NUM_CLASSES)
+
+
+# ----------------------------------------------------------------------------- the budget
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_max_iter_counts_the_iterates_examined(problem, runs, name):
+    """The reference's convention: iterates 0 … max_iter − 1 are checked, so a sample whose first
+    successful iterate is j (j steps) succeeds iff max_iter > j, and a sample that does not
+    returns iterate max_iter − 1. (The old engine examined 0 … max_iter: success iff j ≤ max_iter.)"""
+    model, images, labels = problem
+    long = runs[name, 0]  # max_iter = 40
+    won = long.success
+    steps = long.iterations[won]
+    assert (steps > 0).any(), "the problem should hold samples that need steps"
+    some = steps.unique()[[0, -1]].tolist()  # the quickest and the slowest success: j and j + 1
+    budgets = sorted({1, *some, *(j + 1 for j in some)})
+    for b in budgets:
+        r = _attack(name, model, max_iter=b)(images, labels, SELECTIONS[0])
+        within = won & (long.iterations < b)
+        assert torch.equal(r.success, within), f"max_iter={b}"
+        expected = torch.where(within, long.iterations, torch.full_like(long.iterations, b - 1))
+        assert torch.equal(r.iterations[r.eligible], expected[r.eligible]), f"max_iter={b}"
+        assert torch.equal(r.adv_images[within], long.adv_images[within])
+    short = int(steps.max())  # at this budget the slowest success has not happened yet
+    r = _attack(name, model, max_iter=short, record_history=True)(images, labels, SELECTIONS[0])
+    assert not r.success.all() and int(r.iterations.max()) == short - 1
+    assert r.history["loss"].shape[0] == r.history["scores"].shape[0] == short - 1
+
+
+# ----------------------------------------------------------------------------- half precision
+
+
+class Cast(nn.Module):
+    """A model held in ``dtype``: its inputs are cast to it, its logits stay in it."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype = copy.deepcopy(model).to(dtype), dtype
+
+    def forward(self, x):
+        return self.inner(x.to(self.dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", METHODS)
+def test_half_precision_model(problem, name, dtype):
+    """An fp16 or bf16 model on the CPU: finite results, success re-verified in its own dtype."""
+    model, images, labels = problem
+    half = Cast(model, dtype)
+    r = _attack(name, half)(images, labels, SELECTIONS[0])
+    assert r.clean_scores.dtype == dtype and r.adv_images.dtype == images.dtype
+    for value in (r.adv_images, r.perturbation_l2, r.tanh_space_l2, r.adv_scores):
+        assert torch.isfinite(value).all()
+    assert r.adv_images.min() >= 0 and r.adv_images.max() <= 1
+    with torch.no_grad():
+        clean, adv = half(images), half(r.adv_images)
+    assert torch.equal(adv, r.adv_scores)
+    assert torch.equal(r.success, r.eligible & (delta_n(clean, adv, r.specified, K) >= r.required))
+    assert r.success.any(), f"{name} should succeed somewhere in {dtype}"
+
+
+# ----------------------------------------------------------------------------- the model's output
+
+
+class Returns(nn.Module):
+    def __init__(self, model, how):
+        super().__init__()
+        self.model, self.how = model, how
+
+    def forward(self, x):
+        out = self.model(x)
+        return {"tuple": lambda: (out, out), "dict": lambda: {"logits": out},
+                "flat": lambda: out.flatten(), "rows": lambda: out[:-1],
+                "int": lambda: out.long()}[self.how]()
+
+
+@pytest.mark.parametrize(("how", "error", "match"), [
+    ("tuple", TypeError, r"tensor of logits of shape \(N, C\).*got a tuple"),
+    ("dict", TypeError, r"tensor of logits of shape \(N, C\).*got a dict"),
+    ("flat", ValueError, r"logits of shape \(N, C\) with N = 12 images, got shape \(120,\)"),
+    ("rows", ValueError, r"logits of shape \(N, C\) with N = 12 images, got shape \(11, 10\)"),
+    ("int", TypeError, "floating-point logits"),
+])
+def test_model_output_must_be_n_by_c_logits(problem, how, error, match):
+    model, images, labels = problem
+    with pytest.raises(error, match=match):
+        _attack("tkmia", Returns(model, how))(images, labels, SELECTIONS[0])

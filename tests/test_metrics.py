@@ -223,3 +223,30 @@ def test_measures_on_cuda_match_cpu():
     for name in SLOW:
         f = getattr(metrics, name)
         torch.testing.assert_close(f(scores.cuda(), labels.cuda(), 3).cpu(), f(scores, labels, 3))
+
+
+@pytest.mark.parametrize("name", ["ranking", "topk_indices", "measures", "precision_at_k", "delta_n"])
+def test_nan_scores_are_an_error_not_ranked_first(name):
+    """A NaN score used to rank first (descending sort puts NaN on top); now it is refused."""
+    scores = torch.tensor([[0.5, float("nan"), 0.1], [0.3, 0.2, 0.1]])
+    labels = torch.tensor([[1.0, 0, 1], [1, 0, 0]])
+    calls = {
+        "ranking": lambda: metrics.ranking(scores),
+        "topk_indices": lambda: metrics.topk_indices(scores, 1),
+        "measures": lambda: metrics.measures(scores, labels, 2),
+        "precision_at_k": lambda: metrics.precision_at_k(scores, labels, 2),
+        "delta_n": lambda: metrics.delta_n(scores.nan_to_num(), scores, labels, 1),
+    }
+    with pytest.raises(ValueError, match=r"must not contain NaN.*samples \[0\] of 2"):
+        calls[name]()
+
+
+def test_numpy_integer_k_is_accepted_and_float_k_is_not():
+    scores = torch.tensor([[0.5, 0.4, 0.1]])
+    labels = torch.tensor([[1.0, 0, 1]])
+    for k in (np.int64(2), np.int32(2), torch.tensor(2), np.array(2)):
+        expected = metrics.precision_at_k(scores, labels, 2)
+        assert torch.equal(metrics.precision_at_k(scores, labels, k), expected)
+    for k in (2.0, np.float64(2.0), True):
+        with pytest.raises(TypeError, match="k must be an int"):
+            metrics.precision_at_k(scores, labels, k)

@@ -167,3 +167,48 @@ def test_variational_loss_at_minimisers_equals_closed_form():
 def test_bad_input_raises_named_error(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- half precision
+
+
+def _loss_case():
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(6, 10, generator=gen) * 8
+    labels = (torch.rand(6, 10, generator=gen) < 0.5).float()
+    labels[0] = 0  # no true label
+    labels[1] = 1  # every label true
+    specified = labels * (torch.arange(10) < 4)
+    specified[2] = 0  # empty S
+    return scores, labels, specified
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_losses_in_half_precision_are_finite_and_match_float32(dtype):
+    """The old 1e30 sentinel overflowed float16 (masked_fill raised); the dtype's own limits do not."""
+    from tkmia.attacks.ml_cw_u import ml_cw_u_loss
+    from tkmia.attacks.tkml_ap_u import tkml_ap_u_loss
+
+    scores, labels, specified = _loss_case()
+    low = scores.to(dtype)
+    pairs = [
+        (rx.tkmia_loss(low, labels, specified, 3), rx.tkmia_loss(low.float(), labels, specified, 3)),
+        (tkml_ap_u_loss(low, labels, 3), tkml_ap_u_loss(low.float(), labels, 3)),
+        (ml_cw_u_loss(low, labels), ml_cw_u_loss(low.float(), labels)),
+    ]
+    for half, full in pairs:
+        assert half.dtype == dtype and torch.isfinite(half).all()
+        torch.testing.assert_close(half.float(), full, atol=0.1, rtol=1e-2)
+    grad_scores = low.clone().requires_grad_(True)
+    rx.tkmia_loss(grad_scores, labels, specified, 3).sum().backward()
+    assert torch.isfinite(grad_scores.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_masked_amax_and_amin(dtype):
+    values = torch.tensor([[3.0, -2.0, 5.0], [1.0, 2.0, 3.0]], dtype=dtype)
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    top, bottom = rx.masked_amax(values, mask), rx.masked_amin(values, mask)
+    assert top.tolist() == [3.0, torch.finfo(dtype).min] and top.dtype == dtype
+    assert bottom.tolist() == [-2.0, torch.finfo(dtype).max]
+    assert rx.masked_amax(values, mask, keepdim=True).shape == (2, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,6 +62,20 @@ def test_random_draw_depends_on_sample_id_not_batch_position():
     assert not torch.equal(other_seed.specified, whole.specified)
 
 
+def test_numpy_arrays_and_integers_are_accepted():
+    scores, labels = case()
+    by_list = GlobalSelection([0, 2, 3]).select(scores, labels, 3)
+    for classes in (np.array([0, 2, 3]), [np.int64(0), np.int32(2), 3], torch.tensor([0, 2, 3])):
+        sel = GlobalSelection(classes)
+        assert sel.classes == [0, 2, 3] and all(type(c) is int for c in sel.classes)
+        assert torch.equal(sel.select(scores, labels, np.int64(3)).eligible, by_list.eligible)
+    sel = RandomSelection(np.int64(2), np.int32(1), seed=np.int64(3))
+    ids = np.arange(200)
+    spec = sel.select(scores, labels, 3, ids=ids)
+    for other in (ids.tolist(), torch.arange(200), ids.astype(np.int32)):
+        assert torch.equal(sel.select(scores, labels, 3, ids=other).specified, spec.specified)
+
+
 def test_random_draw_is_uniform_over_candidates():
     """One sample with 4 true labels in its top-4, drawn 4000 times: each pick rate near 1/2."""
     scores = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0]]).repeat(4000, 1)
@@ -111,6 +126,15 @@ def test_from_mask_uses_the_global_rule():
         (lambda: GlobalSelection([0, 40]).select(*case(), 3), r"classes must be in \[0, 11\]"),
         (lambda: GlobalSelection([0]).select(*case(), 12), "k must be in"),
         (lambda: make_selection("top", classes=[0]), "scheme must be one of"),
+        (lambda: GlobalSelection([0.7, 1.2]), r"classes must hold integer class indices, got 0\.7"),
+        (lambda: GlobalSelection(np.array([0.0, 1.0])), "classes must hold integer class indices"),
+        (lambda: GlobalSelection([True, 2]), "classes must hold integer class indices"),
+        (lambda: GlobalSelection(np.array([[0, 1]])), "classes must be one-dimensional"),
+        (lambda: RandomSelection(2, 1, seed=-1), "seed must be an int >= 0"),
+        (lambda: RandomSelection(2, 1).select(*case(), 3), "ids is required"),
+        (lambda: RandomSelection(2, 1).select(*case(), 3, ids=np.arange(5)), r"ids must have shape \(200,\)"),
+        (lambda: Specification.from_mask(torch.full((200, 12), 0.5), *case(), 3),
+         "specified must hold only 0 and 1"),
     ],
 )
 def test_bad_input_raises_named_error(call, match):
