@@ -194,3 +194,19 @@ def test_measure_outcomes_and_typical_samples_describe_the_distribution():
     with pytest.raises(ValueError, match="none of the samples"):
         plots.typical_samples(records, [6])  # sample 6 is not eligible
     assert plots.measure_outcomes(records.assign(success=False))["n"] == 0
+
+
+def test_detection_verdict_compares_with_the_realised_false_alarm_rate():
+    rows = []
+    for method, rate in (("tkmia", 0.08), ("kfool", 0.9)):
+        for stat in ("precision_at_k", "map_at_k", "ndcg_at_k", "average_precision", "topk_margin"):
+            rows.append({"method": method, "statistic": stat, "threshold": 0.5, "false_alarm": 0.005,
+                         "detection": rate if stat == "precision_at_k" else 0.0, "n_attacks": 100})
+    verdicts = plots.detection_verdicts(pd.DataFrame(rows), alpha=0.05)
+    # 0.08 is below twice the budget (0.1) but 16 times the realised rate: detected
+    assert verdicts["tkmia_paper_verdict"] == "detected"
+    assert verdicts["tkmia_paper_ratio"] == pytest.approx(16.0)
+    assert verdicts["tkmia_paper_alarm"] == pytest.approx(0.005)
+    assert verdicts["tkmia_ap_verdict"] == "not detected"
+    no_success = pd.DataFrame(rows).assign(detection=float("nan"))
+    assert np.isnan(plots.detection_verdicts(no_success, alpha=0.05)["tkmia_paper_ratio"])

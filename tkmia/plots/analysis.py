@@ -364,8 +364,10 @@ def detection_verdicts(table: pd.DataFrame, alpha: float, attack: str = "tkmia")
     best = [rate(m, paper) for m in others]
     caught = sum(bool(detected(m, paper)) for m in others)
     top = rate(attack, paper)
-    if attack in grid.index:
-        loudest = grid.loc[attack, [s for s in paper if s in grid.columns]].astype(float).idxmax()
+    rates = grid.loc[attack, [s for s in paper if s in grid.columns]].astype(float) \
+        if attack in grid.index else pd.Series(dtype=float)
+    if rates.notna().any():  # NaN when the attack never succeeded
+        loudest = rates.idxmax()
         alarm = float(alarms[loudest])
         ratio = top / alarm if alarm > 0 else (float("inf") if top > 0 else nan)
     else:
