@@ -13,7 +13,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tkmia.book import source_notebooks, tiny_parameters
+from tkmia.book import check_parameters, parameter_specs, source_notebooks, tiny_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = source_notebooks(ROOT / "notebooks")
@@ -146,3 +146,16 @@ def test_notebook_has_one_plain_parameters_cell(path):
 def test_tiny_parameters_are_declared(path):
     declared = set(papermill.inspect_notebook(str(path)))
     assert set(tiny_parameters(path)) <= declared
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_declare_their_type_and_defaults_obey_it(path):
+    """Every parameter's comment follows tkmia.book's convention (``TYPE[, CONSTRAINT]: meaning``),
+    so `tkmia run` checks its values before a kernel starts; the defaults and the tiny parameters
+    pass those checks."""
+    specs = parameter_specs(path)
+    undeclared = [name for name, spec in specs.items() if spec.kind is None]
+    assert not undeclared, f"{path.name}: give {undeclared} a typed comment (see tkmia/book.py)"
+    assert all(spec.help for spec in specs.values()), f"{path.name}: say what each parameter means"
+    check_parameters(path, {name: spec.default for name, spec in specs.items()})
+    check_parameters(path, tiny_parameters(path))

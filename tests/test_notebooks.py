@@ -45,8 +45,10 @@ def _toy_notebook(folder: Path, body: str = "print(sys.executable, n)") -> Path:
 
 
 def _stdout(path: Path) -> str:
+    """The printed output of the last code cell (the executed copy ends with its rerun box)."""
     nb = nbformat.read(path, as_version=4)
-    return "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    return "".join(o.get("text", "") for o in last.outputs if o.output_type == "stream")
 
 
 def test_runner_uses_this_interpreter_and_injects_parameters(tmp_path):
@@ -84,7 +86,8 @@ def test_book_executes_only_what_changed(tmp_path):
 
 def test_tkmia_run_parses_yaml_values_and_rejects_unknown_names(tmp_path, capsys):
     source = _toy_notebook(tmp_path / "src")
-    assert cli_main(["run", str(source), "-p", "n", "41", "--out", str(tmp_path / "runs")]) == 0
-    assert _stdout(tmp_path / "runs" / "toy.ipynb").split()[-1] == "41"
+    out = ["--out", str(tmp_path / "runs"), "--no-report"]
+    assert cli_main(["run", str(source), "-p", "n", "41", *out]) == 0
+    assert _stdout(tmp_path / "runs" / "toy--n=41" / "toy.ipynb").split()[-1] == "41"
     assert cli_main(["run", str(source), "-p", "m", "1", "--out", str(tmp_path / "runs")]) == 2
     assert "its parameters are: n" in capsys.readouterr().err

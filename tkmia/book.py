@@ -3,8 +3,31 @@
 Source notebooks live in ``notebooks/`` without outputs; each is executed into
 ``book/chapters/<name>.ipynb`` (a build product), which ``_toc.yml`` lists. Beside each executed copy
 a ``<name>.hash`` file records what it was executed from: the source notebook, the tkmia package
-sources and the parameters. A notebook is executed again only when one of them changed, so a second
-``make book`` with nothing changed executes nothing.
+sources and the parameters, and a ``<name>.exec.json`` file records how the copy was made (seconds,
+parameters, whether this build took it from the cache); the book's execution-statistics page is
+generated from those records. A notebook is executed again only when one of its inputs changed, so a
+second ``make book`` with nothing changed executes nothing.
+
+**The parameters cell.** Each notebook has one code cell tagged ``parameters`` holding one
+``name = literal`` line per parameter, with a comment that declares what the parameter accepts::
+
+    k = 3  # int, in [1, num_classes - 2]: the top-k size
+    num_classes = 8  # int, at least k + 2: number of labels C
+    ks = None  # list of int or None, each at least 1: top-k sizes (None: the profile's grid)
+    lrs = [2e-4, 5e-4]  # list of float, each positive: attack learning rates
+    baseline = "tkml_ap_u"  # str, one of tkml_ap_u, ml_cw_u, kfool: the method beside TkMIA
+    alpha = 0.05  # float, in [0, 1): the false-alarm budget
+
+The comment is ``TYPE[, CONSTRAINT]...: what it means``. TYPE is ``int``, ``float``, ``str``,
+``bool``, ``profile`` (a name of ``tkmia/profiles`` or a YAML file), ``device`` (``cpu``, ``cuda``,
+``cuda:N``, ``mps``), ``path`` (an existing file or folder) or ``list of`` one of those, optionally
+followed by ``or None``. CONSTRAINTs are ``at least E``, ``at most E``, ``positive``,
+``non-negative``, ``in [E, E]`` (a round bracket excludes its end) and ``one of A, B, ...`` (last,
+since its values run up to the colon); on a list, ``each`` may precede them and they apply to each
+element. A bound E is a number or an arithmetic expression of other parameters (``num_classes - 2``),
+checked when those are not None. :func:`parameter_specs` parses the convention (a comment it does not
+understand declares nothing and leaves the parameter unchecked) and :func:`check_parameters` checks
+``-p`` values against it before any kernel starts.
 
 Command line::
 
@@ -20,22 +43,40 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import os
+import re
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+import tokenize
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "KERNEL_NAME",
+    "RUNS",
+    "ParameterSpec",
+    "Rerun",
     "tiny_parameters",
+    "parameter_specs",
     "notebook_parameters",
     "check_parameters",
     "ensure_kernel",
     "execute_notebook",
+    "rerun_command",
+    "rerun_name",
+    "rerun",
+    "lab_notebook",
+    "build_report",
+    "execution_records",
     "execute_book",
     "source_notebooks",
     "main",
@@ -45,10 +86,13 @@ _REPO = Path(__file__).resolve().parent.parent
 _PACKAGE = Path(__file__).resolve().parent
 NOTEBOOKS = _REPO / "notebooks"
 CHAPTERS = _REPO / "book" / "chapters"
+#: where ``tkmia run`` writes its reruns, one folder per notebook and parameters
+RUNS = _REPO / "_build" / "runs"
 
 #: The kernel the notebooks run in: this interpreter, registered under this name (see ensure_kernel).
 KERNEL_NAME = "tkmia"
 
+Log = Callable[[str], Any]
 
 
 def tiny_parameters(path: str | Path) -> dict[str, Any]:
@@ -68,23 +112,266 @@ def source_notebooks(folder: str | Path = NOTEBOOKS) -> list[Path]:
     return sorted(Path(folder).glob("*.ipynb"))
 
 
+# ----------------------------------------------------------------------------------------------
+# The parameters cell and its typed comments
+
+_KINDS = ("int", "float", "str", "bool", "profile", "device", "path")
+_TYPE = re.compile(r"(?P<list>list of\s+)?(?P<kind>" + "|".join(_KINDS) + r")\b(?P<none>\s+or None\b)?")
+_CLAUSES = [
+    ("min", re.compile(r"at least\s+(?P<a>[^,:]+?)\s*(?=,|:|$)")),
+    ("max", re.compile(r"at most\s+(?P<a>[^,:]+?)\s*(?=,|:|$)")),
+    ("positive", re.compile(r"positive\b")),
+    ("non-negative", re.compile(r"non-negative\b")),
+    ("range", re.compile(r"in\s*(?P<lo>[\[(])\s*(?P<a>[^,\])]+?)\s*,\s*(?P<b>[^\])]+?)\s*(?P<hi>[\])])")),
+    ("choices", re.compile(r"one of\s+(?P<a>[^:]+?)\s*(?=:|$)")),
+]
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter of a notebook's ``parameters`` cell and what its comment declares.
+
+    ``kind`` is None when the comment does not follow the convention (the parameter is then not
+    checked); ``constraints`` holds ``(op, a, b)`` with op ``"min"``/``"max"`` (a: bound text,
+    b: inclusive) or ``"choices"`` (a: the allowed values as text).
+    """
+
+    name: str
+    default: Any
+    default_text: str
+    kind: str | None = None
+    is_list: bool = False
+    optional: bool = False
+    constraints: tuple = ()
+    allowed: str = ""
+    help: str = ""
+
+    def describe(self) -> str:
+        """What the parameter accepts, as declared (``"int, at least 1"``), or ``"(not declared)"``."""
+        return self.allowed or "(not declared)"
+
+
+def _parse_comment(comment: str) -> dict[str, Any]:
+    """The declaration in one parameter's comment; ``{"help": comment}`` when it follows no type."""
+    text = comment.strip()
+    match = _TYPE.match(text)
+    if not match:
+        return {"help": text}
+    out: dict[str, Any] = {"kind": match["kind"], "is_list": bool(match["list"]),
+                           "optional": bool(match["none"])}
+    constraints, pos, help_text = [], match.end(), None
+    while help_text is None:
+        rest = text[pos:]
+        if not rest.strip():
+            help_text = ""
+        elif rest.lstrip().startswith(":"):
+            help_text = rest.lstrip()[1:].strip()
+        elif (sep := re.match(r",\s*(each\s+)?", rest)) is None:
+            help_text = rest.strip(" ,:")  # tolerant: an unknown tail is prose
+        else:
+            rest = rest[sep.end():]
+            for op, pattern in _CLAUSES:
+                if m := pattern.match(rest):
+                    if op == "min" or op == "max":
+                        constraints.append((op, m["a"], True))
+                    elif op == "positive":
+                        constraints.append(("min", "0", False))
+                    elif op == "non-negative":
+                        constraints.append(("min", "0", True))
+                    elif op == "range":
+                        constraints.append(("min", m["a"], m["lo"] == "["))
+                        constraints.append(("max", m["b"], m["hi"] == "]"))
+                    else:
+                        values = [v.strip() for v in re.split(r",|\bor\b", m["a"]) if v.strip()]
+                        constraints.append(("choices", tuple(values), None))
+                    pos = len(text) - len(rest) + m.end()
+                    break
+            else:
+                help_text = rest.strip(" ,:")
+                pos = len(text)
+    allowed = text[: len(text) - len(text[pos:])].strip(" ,") if help_text is not None else text
+    out.update(constraints=tuple(constraints), help=help_text, allowed=allowed)
+    return out
+
+
+def _parameters_source(nb) -> str:
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return cells[0].source if cells else ""
+
+
+def parameter_specs(path: str | Path) -> dict[str, ParameterSpec]:
+    """The parameters declared by a notebook's ``parameters`` cell, by name, in cell order.
+
+    Each ``name = literal  # comment`` line gives a :class:`ParameterSpec`; the comment follows the
+    convention in this module's docstring. Lines that are not a plain assignment are skipped.
+    """
+    import nbformat
+
+    source = _parameters_source(nbformat.read(str(path), as_version=4))
+    comments: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#")
+        body = ast.parse(source).body
+    except (SyntaxError, tokenize.TokenError) as err:
+        raise ValueError(f"{Path(path).name}: the parameters cell is not valid Python: {err}") from None
+    specs = {}
+    for node in body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            continue
+        text = ast.get_source_segment(source, node.value) or ""
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            default = text
+        parsed = _parse_comment(comments.get(node.end_lineno, ""))
+        name = node.targets[0].id
+        specs[name] = ParameterSpec(name=name, default=default, default_text=text, **parsed)
+    return specs
+
+
 def notebook_parameters(path: str | Path) -> dict[str, dict[str, str]]:
-    """The parameters a notebook declares: name -> papermill's description (default, type, help)."""
-    import papermill
+    """The parameters a notebook declares: name -> ``{"default", "allowed", "help"}`` (as text)."""
+    return {name: {"default": s.default_text, "allowed": s.describe(), "help": s.help}
+            for name, s in parameter_specs(path).items()}
 
-    return dict(papermill.inspect_notebook(str(path)))
+
+def _bound(text: str, values: Mapping[str, Any]) -> float | None:
+    """A bound: a number or an arithmetic expression of other parameters; None if one is None."""
+
+    def ev(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(
+                node.value, bool):
+            return node.value
+        if isinstance(node, ast.Name):
+            value = values.get(node.id)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return value
+            raise LookupError(node.id)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult):
+            a, b = ev(node.left), ev(node.right)
+            return a + b if isinstance(node.op, ast.Add) else a - b if isinstance(node.op, ast.Sub) else a * b
+        raise LookupError(text)
+
+    try:
+        return ev(ast.parse(text.strip(), mode="eval").body)
+    except (LookupError, SyntaxError):
+        return None  # a bound on an unset (None) or unknown parameter is not checked
 
 
-def check_parameters(path: str | Path, parameters: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` when ``parameters`` names a parameter the notebook does not declare."""
-    declared = notebook_parameters(path)
-    unknown = sorted(set(parameters) - set(declared))
+def _profiles() -> list[str]:
+    return sorted(p.stem for p in (_PACKAGE / "profiles").glob("*.yaml"))
+
+
+def _check_scalar(spec: ParameterSpec, value: Any, values: Mapping[str, Any]) -> Any:
+    """``value`` converted to ``spec.kind`` and checked against its constraints; raise with the reason."""
+    kind = spec.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"not an int ({type(value).__name__})")
+    elif kind == "float":
+        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError("not a number") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"not a number ({type(value).__name__})")
+        value = float(value)
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError("not true or false")
+    else:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"not a string ({type(value).__name__})")
+        if kind == "profile" and value not in _profiles():
+            if not (value.endswith((".yaml", ".yml")) and Path(value).expanduser().is_file()):
+                raise ValueError(f"neither a profile of tkmia/profiles ({', '.join(_profiles())}) "
+                                 "nor an existing .yaml file")
+        elif kind == "device":
+            if not _DEVICE.fullmatch(value):
+                raise ValueError("not a torch device (cpu, cuda, cuda:N, mps)")
+            if value.startswith("cuda"):
+                import torch
+
+                index = int(value.partition(":")[2] or 0)
+                if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+                    raise ValueError(f"CUDA device {index} is not available on this machine "
+                                     f"({torch.cuda.device_count()} visible); use cpu")
+        elif kind == "path" and not Path(value).expanduser().exists():
+            raise ValueError("no such file or folder")
+    for op, a, inclusive in spec.constraints:
+        if op == "choices":
+            choices = [str(c) for c in a]
+            if str(value) not in choices:
+                raise ValueError(f"not one of {', '.join(choices)}")
+            continue
+        bound = _bound(a, values)
+        if bound is None or isinstance(value, str):
+            continue
+        shown = a if a.strip() == str(bound) else f"{a} = {bound}"
+        if op == "min" and (value < bound if inclusive else value <= bound):
+            raise ValueError(f"below {shown}" if inclusive else f"not above {shown}")
+        if op == "max" and (value > bound if inclusive else value >= bound):
+            raise ValueError(f"above {shown}" if inclusive else f"not below {shown}")
+    return value
+
+
+def check_parameters(path: str | Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``parameters`` against the notebook's declarations; return them converted.
+
+    Runs before any kernel starts. Raises ``ValueError`` naming the parameter, the value and what
+    the notebook allows, for an undeclared name, a value of the wrong type (``"abc"`` for an int), a
+    value outside its bounds or choices, or a list given for a scalar (and the reverse). Floats may be
+    given as ints or as strings such as ``5e-4``; the string ``None`` is None where None is allowed.
+    """
+    name_of = Path(path).name
+    specs = parameter_specs(path)
+    unknown = sorted(set(parameters) - set(specs))
     if unknown:
         raise ValueError(
-            f"{Path(path).name} has no parameter {', '.join(map(repr, unknown))}; "
-            f"its parameters are: {', '.join(declared) or '(none)'}"
+            f"{name_of} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters are: {', '.join(specs) or '(none)'}"
         )
+    values = {name: spec.default for name, spec in specs.items()}
+    values.update(parameters)
+    out = {}
+    for name, value in parameters.items():
+        spec = specs[name]
+        if spec.kind is None:
+            out[name] = value
+            continue
+        try:
+            if value is None or (spec.optional and value == "None"):
+                if not spec.optional:
+                    raise ValueError("None is not allowed")
+                value = None
+            elif spec.is_list:
+                if not isinstance(value, list | tuple):
+                    raise ValueError(f"not a list (write it as [{value}])")
+                value = [_check_scalar(spec, v, values) for v in value]
+            else:
+                if isinstance(value, list | tuple | dict):
+                    raise ValueError(f"a {type(value).__name__}, not a single value")
+                value = _check_scalar(spec, value, values)
+        except ValueError as err:
+            raise ValueError(
+                f"parameter {name} = {value!r} is not allowed ({err}): {name_of} declares "
+                f"{name} as {spec.describe()}" + (f" ({spec.help})" if spec.help else "")
+            ) from None
+        out[name] = value
+    return out
 
+
+# ----------------------------------------------------------------------------------------------
+# Execution
 
 def ensure_kernel() -> str:
     """Register this interpreter as the Jupyter kernel :data:`KERNEL_NAME` and return that name.
@@ -115,33 +402,320 @@ def ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def _progress_engine(label: str, log: Log | None) -> str:
+    """Register a papermill engine that logs "cell i of n, elapsed" as each code cell starts."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            code = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"]
+            order = {index: n for n, index in enumerate(code, 1)}
+            start, cell_start = time.perf_counter(), nb_man.cell_start
+
+            def on_cell_start(cell, cell_index=None, **kw):
+                if log is not None and cell_index in order:
+                    log(f"{label}: cell {order[cell_index]} of {len(code)}, "
+                        f"{time.perf_counter() - start:.0f} s elapsed")
+                return cell_start(cell, cell_index, **kw)
+
+            nb_man.cell_start = on_cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register("tkmia", ProgressEngine)
+    return "tkmia"
+
+
+def _display_path(source: Path) -> str:
+    source = source.resolve()
+    try:
+        return source.relative_to(_REPO).as_posix()
+    except ValueError:
+        return str(source)
+
+
+def _yaml_literal(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+
+
+def rerun_command(source: str | Path, parameters: Mapping[str, Any]) -> str:
+    """The ``tkmia run`` command line that reruns ``source`` with ``parameters`` (shell-quoted)."""
+    parts = ["tkmia", "run", _display_path(Path(source))]
+    for name, value in parameters.items():
+        parts += ["-p", name, _yaml_literal(value)]
+    return shlex.join(parts)
+
+
+def _rerun_box(source: Path, parameters: Mapping[str, Any], specs: Mapping[str, ParameterSpec]) -> str:
+    """The "Rerun this chapter" box (MyST markdown) appended to every executed notebook."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = []
+    for name, spec in specs.items():
+        value = parameters[name] if name in parameters else spec.default
+        rows.append(f"| `{name}` | `{cell(_yaml_literal(value))}` | {cell(spec.describe())} | "
+                    f"{cell(spec.help)} |")
+    table = "\n".join(["| parameter | this run | allowed | meaning |", "|---|---|---|---|", *rows])
+    return "\n".join([
+        "````{admonition} Rerun this chapter",
+        ":class: tip rerun-box",
+        "",
+        "This page was computed by the command below; change any `-p NAME VALUE` (values are YAML",
+        "literals) within the allowed values and run it from the repository's root. `tkmia run`",
+        "checks the values before it starts, then writes a rendered page and the executed notebook",
+        "to `_build/runs/`.",
+        "",
+        "```bash",
+        rerun_command(source, parameters),
+        "```",
+        "",
+        table,
+        "````",
+    ])
+
+
 def execute_notebook(
-    source: str | Path, output: str | Path, parameters: Mapping[str, Any] | None = None
+    source: str | Path,
+    output: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    log: Log | None = None,
 ) -> Path:
     """Execute ``source`` with papermill into ``output``, injecting ``parameters``.
 
-    The notebook runs in the :data:`KERNEL_NAME` kernel (this interpreter), with the source's folder
-    as working directory. Unknown parameter names raise ``ValueError`` before anything runs; a cell
+    The notebook runs in the :data:`KERNEL_NAME` kernel (this interpreter) over IPC sockets, with
+    the source's folder as working directory. Parameters are checked first (:func:`check_parameters`,
+    a ``ValueError`` before any kernel starts); ``log`` receives "cell i of n" progress lines. A cell
     that raises makes papermill raise ``PapermillExecutionError`` (the output keeps the traceback).
+    On success a "Rerun this chapter" box is appended to the output.
     """
+    import nbformat
     import papermill
+    from traitlets.config import Config
 
     source, output = Path(source), Path(output)
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} does not exist")
-    parameters = dict(parameters or {})
-    check_parameters(source, parameters)
+    parameters = check_parameters(source, dict(parameters or {}))
     output.parent.mkdir(parents=True, exist_ok=True)
+    config = Config()
+    config.KernelManager.transport = "ipc"  # local sockets: no "running over TCP without encryption"
     papermill.execute_notebook(
         str(source),
         str(output),
         parameters=parameters,
         kernel_name=ensure_kernel(),
+        engine_name=_progress_engine(source.stem, log),
         cwd=str(source.parent),
         progress_bar=False,
+        config=config,
     )
+    nb = nbformat.read(str(output), as_version=4)
+    box = nbformat.v4.new_markdown_cell(_rerun_box(source, parameters, parameter_specs(source)),
+                                        metadata={"tags": ["rerun"]})
+    nb.cells.append(box)
+    nbformat.write(nb, str(output))
     return output
 
+
+# ----------------------------------------------------------------------------------------------
+# Reruns: `tkmia run`
+
+_GLUE_ROLE = re.compile(r"\{glue(?::text|:md)?\}`(?P<name>[^`:]+)(?::(?P<fmt>[^`]+))?`")
+_IMAGES = ("image/png", "image/svg+xml", "image/jpeg")
+_RECORD = "application/papermill.record/"
+
+
+def lab_notebook(nb):
+    """A copy of an executed notebook that reads in JupyterLab: glued figures shown, numbers filled.
+
+    The book glues its figures with ``display=False`` (myst-nb places them); here each glued image is
+    also displayed in the cell that made it, and the ``{glue:text}`name`` roles of the markdown
+    cells are replaced by the glued text (formatted as myst-nb would).
+    """
+    import copy
+
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    texts: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        shown = []
+        for out in cell.get("outputs", []):
+            scrap = out.get("metadata", {}).get("scrapbook", {})
+            data = out.get("data", {})
+            if not scrap:
+                continue
+            plain = {k.removeprefix(_RECORD): v for k, v in data.items()}
+            if any(k in plain for k in _IMAGES):
+                keep = {k: v for k, v in plain.items() if k in _IMAGES or k == "text/plain"}
+                shown.append(nbformat.v4.new_output("display_data", data=keep))
+            elif "text/plain" in plain:
+                text = plain["text/plain"]
+                texts[scrap["name"]] = text[1:-1] if text[:1] == text[-1:] and text[:1] in "'\"" else text
+        cell["outputs"] = list(cell.get("outputs", [])) + shown
+
+    def fill(match: re.Match) -> str:
+        text = texts.get(match["name"])
+        if text is None:
+            return match[0]
+        if match["fmt"]:
+            try:
+                return format(float(text), match["fmt"])
+            except ValueError:
+                return text
+        return text
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _GLUE_ROLE.sub(fill, cell.source)
+    return nb
+
+
+def _refuse_output_folder(out: Path, source: Path) -> None:
+    out_r, src = out.resolve(), source.resolve()
+    for folder in (src.parent, NOTEBOOKS.resolve()):
+        if out_r == folder or folder in out_r.parents:
+            raise ValueError(
+                f"--out {out} is the source notebooks' folder {folder}: a rerun never writes beside or "
+                f"over the notebooks it runs; use the default {_display_path(RUNS)} or another folder"
+            )
+
+
+def rerun_name(source: str | Path, parameters: Mapping[str, Any]) -> str:
+    """The folder name of a rerun: the notebook's name, then ``--name=value`` per parameter (sorted).
+
+    ``08_global`` with ``{"k": 2, "n_samples": 50}`` gives ``08_global--k=2--n_samples=50``.
+    Characters unsafe in a file name become ``_``; a name over 150 characters is shortened and ends
+    with a digest of the parameters, so different parameters never share a folder.
+    """
+    parts = [Path(source).stem]
+    for name in sorted(parameters):
+        value = re.sub(r"[^A-Za-z0-9._,+=-]", "_", _yaml_literal(parameters[name]).replace(", ", ","))
+        parts.append(f"{name}={value}")
+    name = "--".join(parts)
+    if len(name) > 150:
+        digest = hashlib.sha256(json.dumps(dict(parameters), sort_keys=True, default=str).encode())
+        name = name[:130] + "--" + digest.hexdigest()[:12]
+    return name
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """Where a rerun's products are: its folder, the executed notebook and the rendered page."""
+
+    folder: Path
+    notebook: Path
+    html: Path | None
+
+
+def build_report(notebook: str | Path, out: str | Path) -> Path:
+    """Render one executed notebook as an HTML page (Jupyter Book's single-page build) into ``out``.
+
+    Uses the book's extensions and bibliography, with glue rendered and no execution. Returns the
+    page's path (``out/<name>.html``). Raises ``RuntimeError`` with the build's last lines on failure.
+    """
+    notebook, out = Path(notebook).resolve(), Path(out).resolve()
+    with tempfile.TemporaryDirectory(prefix="tkmia-report-") as tmp:
+        config = _report_config(Path(tmp))
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "jupyter-book"), "build", str(notebook), "--config",
+             str(config), "--path-output", tmp, "--quiet"],
+            capture_output=True, text=True, env=env,
+        )
+        html = Path(tmp) / "_build" / "_page" / notebook.stem / "html"
+        if proc.returncode or not (html / f"{notebook.stem}.html").is_file():
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise RuntimeError(f"the report of {notebook.name} did not build:\n{tail}")
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(html, out)
+    return out / f"{notebook.stem}.html"
+
+
+def _report_config(folder: Path) -> Path:
+    """The book's ``_config.yml`` with its relative paths made absolute (for a single-page build)."""
+    import yaml
+
+    config = yaml.safe_load((_REPO / "_config.yml").read_text())
+    config["bibtex_bibfiles"] = [str(_REPO / p) for p in config.get("bibtex_bibfiles", [])]
+    sphinx = config.setdefault("sphinx", {})
+    local = sphinx.get("local_extensions") or {}
+    sphinx["local_extensions"] = {k: str(_REPO / v) for k, v in local.items()}
+    html = config.setdefault("html", {})
+    if html.get("favicon"):
+        html["favicon"] = str(_REPO / html["favicon"])
+    config["only_build_toc_files"] = False
+    config["exclude_patterns"] = []
+    path = folder / "_config.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def rerun(
+    source: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    out: str | Path = RUNS,
+    *,
+    report: bool = True,
+    log: Log = print,
+) -> Rerun:
+    """Rerun one notebook into its own folder ``out/<rerun_name>/`` (what ``tkmia run`` does).
+
+    The folder holds ``<name>.ipynb`` (executed, figures displayed and numbers filled for JupyterLab)
+    and, with ``report``, ``html/<name>.html`` (the chapter rendered by Jupyter Book). Parameters are
+    checked before any kernel starts; an ``out`` that is the notebooks' folder is refused. Work happens
+    in a temporary folder moved into place on success, so a failed run never replaces a good one: it
+    is kept as ``out/<rerun_name>--failed/`` and the error (``PapermillExecutionError`` or
+    ``RuntimeError``) carries its path in ``failed_folder``.
+    """
+    import nbformat
+
+    source, out = Path(source), Path(out)
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook {source} does not exist")
+    _refuse_output_folder(out, source)
+    parameters = check_parameters(source, dict(parameters or {}))
+    name = rerun_name(source, parameters)
+    final, failed = out / name, out / f"{name}--failed"
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name[:60]}.", suffix=".partial", dir=out))
+    executed = work / "book" / source.name
+    try:
+        execute_notebook(source, executed, parameters, log=log)
+        nbformat.write(lab_notebook(nbformat.read(str(executed), as_version=4)), str(work / source.name))
+        if report:
+            log(f"{source.stem}: rendering the page ...")
+            build_report(executed, work / "html")
+    except BaseException as err:
+        if failed.exists():
+            shutil.rmtree(failed)
+        work.rename(failed)
+        err.failed_folder = failed  # type: ignore[attr-defined]
+        raise
+    shutil.rmtree(work / "book")
+    if final.exists():  # replace the previous run of the same parameters only now
+        old = out / f".{name[:60]}.{os.getpid()}.old"
+        final.rename(old)
+        work.rename(final)
+        shutil.rmtree(old)
+    else:
+        work.rename(final)
+    if failed.exists():
+        shutil.rmtree(failed)
+    return Rerun(folder=final, notebook=final / source.name,
+                 html=final / "html" / f"{source.stem}.html" if report else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# The book
 
 def _package_digest() -> str:
     digest = hashlib.sha256()
@@ -162,22 +736,27 @@ def _run_digest(source: Path, parameters: Mapping[str, Any], package: str) -> st
 
 
 def _book_parameters(source: Path, profile: str | None, data_root: str | None, tiny: bool) -> dict:
-    declared = notebook_parameters(source)
+    declared = parameter_specs(source)
     params: dict[str, Any] = tiny_parameters(source) if tiny else {}
     if profile is not None and "profile" in declared:
         params["profile"] = profile
     # a value equal to the notebook's own default is not injected: the page then shows no
     # "injected parameters" cell unless the build really changed something
     for name in list(params):
-        try:
-            same = ast.literal_eval(declared[name]["default"]) == params[name]
-        except (KeyError, ValueError, SyntaxError):
-            same = False
-        if same:
+        if name in declared and declared[name].default == params[name]:
             del params[name]
     if data_root is not None and "data_root" in declared:
         params["data_root"] = str(Path(data_root).expanduser().resolve())
     return params
+
+
+def execution_records(folder: str | Path = CHAPTERS) -> list[dict[str, Any]]:
+    """The ``<name>.exec.json`` records of ``folder``, sorted by notebook: what each copy came from.
+
+    Each holds ``notebook``, ``parameters``, ``seconds`` (of the execution that made the copy),
+    ``executed_at`` (ISO 8601, UTC) and ``cached`` (whether the last ``execute_book`` reused it).
+    """
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.exec.json"))]
 
 
 def execute_book(
@@ -188,7 +767,7 @@ def execute_book(
     tiny: bool = False,
     source_dir: str | Path = NOTEBOOKS,
     out_dir: str | Path = CHAPTERS,
-    log=print,
+    log: Log = print,
 ) -> list[Path]:
     """Execute every source notebook whose inputs changed; return the executed copies' paths.
 
@@ -215,16 +794,24 @@ def execute_book(
         params = _book_parameters(source, profile, data_root, tiny)
         output = out_dir / source.name
         stamp = out_dir / f"{source.stem}.hash"
+        record_path = out_dir / f"{source.stem}.exec.json"
         digest = _run_digest(source, params, package)
-        if output.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        record = json.loads(record_path.read_text()) if record_path.exists() else {}
+        if output.exists() and stamp.exists() and stamp.read_text().strip() == digest and record:
             log(f"{source.name}: unchanged, keeping {output}")
+            record["cached"] = True
         else:
             log(f"{source.name}: executing with {params or 'its default parameters'} ...")
             start = time.perf_counter()
             stamp.unlink(missing_ok=True)
-            execute_notebook(source, output, params)
+            execute_notebook(source, output, params, log=log)
             stamp.write_text(digest + "\n")
-            log(f"{source.name}: done in {time.perf_counter() - start:.1f} s -> {output}")
+            seconds = time.perf_counter() - start
+            log(f"{source.name}: done in {seconds:.1f} s -> {output}")
+            record = {"notebook": source.stem, "parameters": params, "seconds": round(seconds, 1),
+                      "executed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                      "cached": False}
+        record_path.write_text(json.dumps(record, indent=1, default=str) + "\n")
         written.append(output)
     return written
 

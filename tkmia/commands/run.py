@@ -1,19 +1,24 @@
 """``tkmia run NOTEBOOK -p NAME VALUE ...``: rerun one book notebook with other parameters.
 
-The notebook is executed with papermill (see :mod:`tkmia.book`) into ``--out`` (default
-``_build/runs/``) under its own name; values are parsed as YAML literals (``-p k 5`` gives the int 5,
-``-p profile coco2014`` the string). A parameter the notebook does not declare is an error that
-lists the ones it does.
+Each value is parsed as a YAML literal (``-p k 5`` gives the int 5, ``-p ks '[2, 3]'`` a list) and
+checked against what the notebook's ``parameters`` cell declares (type, bounds, allowed values)
+before any kernel starts. The run goes to its own folder, named by notebook and parameters
+(``_build/runs/08_global--k=2--n_samples=50/``): ``08_global.ipynb`` (executed; open it in
+JupyterLab, ``make lab``) and ``html/08_global.html`` (the chapter rendered, numbers and figures in
+place). A failed run never replaces an earlier good one; it is kept in ``<folder>--failed/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
 
-DEFAULT_OUT = Path("_build") / "runs"
+from tkmia.book import RUNS
+
+DEFAULT_OUT = RUNS
 
 
 def parse_value(text: str):
@@ -27,7 +32,7 @@ def parse_value(text: str):
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "run",
-        help="rerun one notebook with other parameters (papermill)",
+        help="rerun one notebook with other parameters (papermill), with a rendered report",
         description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,23 +42,37 @@ def register(subparsers) -> None:
         help="set a parameter (repeatable); VALUE is a YAML literal",
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
+        "--out", type=Path, default=DEFAULT_OUT,
+        help="folder that receives one sub-folder per run (default _build/runs; never notebooks/)",
     )
+    parser.add_argument("--no-report", action="store_true", help="skip the rendered HTML page")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from papermill.exceptions import PapermillExecutionError
 
-    from tkmia.book import execute_notebook
+    from tkmia.book import rerun
 
     parameters = {name: parse_value(value) for name, value in args.parameter}
-    output = Path(args.out) / Path(args.notebook).name
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
     try:
-        execute_notebook(args.notebook, output, parameters)
+        result = rerun(args.notebook, parameters, args.out, report=not args.no_report, log=progress)
     except PapermillExecutionError as err:
-        print(f"tkmia run: {args.notebook} failed in cell {err.exec_count}: {err.ename}: {err.evalue}")
-        print(f"the partly executed notebook is {output}")
+        print(f"tkmia run: {args.notebook} failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
+              file=sys.stderr)
+        print(f"the failed run is kept in {err.failed_folder}; earlier good runs are untouched",
+              file=sys.stderr)
         return 1
-    print(f"executed {args.notebook} with {parameters or 'its default parameters'} -> {output}")
+    except RuntimeError as err:  # the notebook ran, its page did not render
+        print(f"tkmia run: {err}", file=sys.stderr)
+        print(f"the run is kept in {getattr(err, 'failed_folder', '?')}", file=sys.stderr)
+        return 1
+    print(f"executed {args.notebook} with {parameters or 'its default parameters'}")
+    print(f"  notebook: {result.notebook}")
+    if result.html is not None:
+        print(f"  page:     {result.html}")
     return 0
