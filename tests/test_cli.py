@@ -192,7 +192,7 @@ def test_a_shard_that_finishes_first_says_partial(tiny_home, tmp_path, capsys):
     args = ["attack", "--k", "2", "--batch-size", "2", "--results", str(tmp_path), *FAST]
     assert main([*args, "--shard", "0/2"]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == ("partial: 1 of 2 batches; waiting for shards … "
+    assert out.strip() == ("shard 0/2 done\npartial: 1 of 2 batches; waiting for shards … "
                            "(the last shard to finish writes the table)")
     assert main([*args, "--shard", "1/2"]) == 0
     out = capsys.readouterr().out
@@ -204,7 +204,7 @@ def test_experiment_accepts_shard(tiny_home, tmp_path, capsys):
     args = ["experiment", "--methods", "tkmia,kfool", "--schemes", "global", "--ks", "2", "--batch-size", "2",
             "--results", str(tmp_path), *FAST]
     assert main([*args, "--shard", "1/2"]) == 0
-    assert capsys.readouterr().out.startswith("partial: 2 of 4 batches")
+    assert capsys.readouterr().out.startswith("shard 1/2 done\npartial: 2 of 4 batches")
     assert main([*args, "--shard", "0/2"]) == 0
     out = capsys.readouterr().out
     assert "kfool" in out and out.count("records: ") == 2 and "partial" not in out

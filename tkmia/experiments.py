@@ -300,6 +300,7 @@ class Run:
 
     ``batches = (done, total)``; a shard that finishes before the others returns the records of
     the batches done so far with ``complete`` False (the table is written by the last shard).
+    ``shard`` is the (i, n) this process ran, None for a whole run.
     """
 
     records: pd.DataFrame
@@ -307,6 +308,7 @@ class Run:
     path: Path
     meta: dict[str, Any]
     batches: tuple[int, int] | None = None
+    shard: tuple[int, int] | None = None
 
     @property
     def complete(self) -> bool:
@@ -719,8 +721,8 @@ def run(
                        pd.DataFrame(_records(result.to("cpu"), ids, config, seconds, settings)))
     done = sum((folder / f"batch_{b:05d}.parquet").exists() for b in range(len(batches)))
     if shard is not None and done < len(batches):
-        return Run(_concat(folder), config, folder, meta, batches=(done, len(batches)))
-    return merge(folder)
+        return Run(_concat(folder), config, folder, meta, batches=(done, len(batches)), shard=shard)
+    return dataclasses.replace(merge(folder), shard=shard)
 
 
 def _concat(folder: Path) -> pd.DataFrame:

@@ -78,6 +78,9 @@ def print_runs(runs: list) -> None:
 
     from tkmia import report
 
+    shards = sorted({r.shard for r in runs if r.shard is not None})
+    if shards:
+        print(f"shard {shards[0][0]}/{shards[0][1]} done")
     done = [r for r in runs if r.complete]
     partial = [r for r in runs if not r.complete]
     if done:
