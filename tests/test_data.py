@@ -108,3 +108,24 @@ def test_show_samples_returns_a_figure(tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 0
     with pytest.raises(ValueError, match="indices"):
         show_samples(ds, indices=[])
+
+
+def test_numpy_integers_are_accepted(tmp_path):
+    import numpy as np
+
+    plain = MultiShapes("test", n_images=4, image_size=32, seed=1, root=tmp_path)
+    numpy = MultiShapes("test", n_images=np.int64(4), image_size=np.int32(32), seed=np.int64(1),
+                        root=tmp_path)
+    assert numpy.checksum == plain.checksum and torch.equal(numpy.images, plain.images)
+    assert type(numpy.image_size) is int and type(numpy.seed) is int
+    show_samples(plain, n=np.int64(2))
+
+
+def test_a_truncated_cache_file_is_rebuilt(tmp_path):
+    first = MultiShapes("test", n_images=4, image_size=32, root=tmp_path)
+    (cache,) = tmp_path.glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:40])
+    with pytest.warns(UserWarning, match=f"dataset cache {cache} is unreadable .*; rebuilding it"):
+        again = MultiShapes("test", n_images=4, image_size=32, root=tmp_path)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+    assert torch.equal(MultiShapes("test", n_images=4, image_size=32, root=tmp_path).images, first.images)

@@ -9,6 +9,7 @@ these.
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -197,8 +198,9 @@ def train_model(
         A :class:`TrainResult` (the model is trained in place and left in eval mode).
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r}; expected a positive int")
+    epochs, batch_size = int(epochs), int(batch_size)
     if not lr > 0:
         raise ValueError(f"lr={lr!r}; expected > 0")
     if optimizer not in OPTIMIZERS:

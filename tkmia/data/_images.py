@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -36,5 +37,5 @@ def labels_checksum(ids: list[str], labels: torch.Tensor) -> str:
 
 
 def check_size(image_size: int) -> None:
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+    if not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool) or image_size < 1:
         raise ValueError(f"image_size={image_size!r}; expected a positive int")

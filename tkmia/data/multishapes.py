@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -237,7 +238,7 @@ def generate(
         >>> images.shape, labels.shape
         (torch.Size([4, 3, 32, 32]), torch.Size([4, 20]))
     """
-    _check(split, n_images, image_size, seed)
+    n_images, image_size, seed = _check(split, n_images, image_size, seed)
     split_id = SPLITS.index(split)
     images = np.empty((n_images, 3, image_size, image_size), dtype=np.uint8)
     labels = np.empty((n_images, len(CLASSES)), dtype=np.float32)
@@ -247,15 +248,21 @@ def generate(
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def _check(split: str, n_images: int, image_size: int, seed: int) -> None:
+def _integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check(split: str, n_images: int, image_size: int, seed: int) -> tuple[int, int, int]:
+    """Validate the generation parameters; numpy integers become ints."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not a MultiShapes split; allowed: {SPLITS}")
-    if not isinstance(n_images, int) or isinstance(n_images, bool) or n_images < 1:
+    if not _integer(n_images) or n_images < 1:
         raise ValueError(f"n_images={n_images!r}; expected a positive int")
-    if not isinstance(image_size, int) or image_size < 24:
+    if not _integer(image_size) or image_size < 24:
         raise ValueError(f"image_size={image_size!r}; expected an int >= 24")
-    if not isinstance(seed, int) or seed < 0:
+    if not _integer(seed) or seed < 0:
         raise ValueError(f"seed={seed!r}; expected a non-negative int")
+    return int(n_images), int(image_size), int(seed)
 
 
 def load_split(
@@ -275,7 +282,7 @@ def load_split(
         ``(images, labels, checksum)`` with uint8 images (N, 3, S, S), float labels (N, 20), and the
         parameter checksum that names the cache file.
     """
-    _check(split, n_images, image_size, seed)
+    n_images, image_size, seed = _check(split, n_images, image_size, seed)
     checksum = params_checksum(split, n_images, image_size, seed)
     folder = Path(root) if root is not None else _paths.home() / "multishapes"
     path = folder / f"{checksum}.pt"
@@ -330,7 +337,8 @@ class MultiShapes(Dataset):
             n_images = DEFAULT_SIZES[split]
         raw, labels, checksum = load_split(split, n_images, image_size, seed, root)
         self.split = split
-        self.image_size = image_size
+        self.image_size = int(image_size)
+        seed = int(seed)
         self.seed = seed
         self.images = raw.float() / 255.0
         self.labels = labels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -36,8 +37,9 @@ def show_samples(
         >>> fig = show_samples(load_dataset("default", "test"), n=8)
     """
     if indices is None:
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n={n!r}; expected a positive int")
+        n = int(n)
         indices = list(range(min(n, len(dataset))))
     indices = list(indices)
     if not indices:
