@@ -18,7 +18,7 @@ help:
 	@echo "make test         run the test suite (lint, unit tests, notebooks with tiny parameters)"
 	@echo "make bench        run the benchmarks in benchmarks/ and print their tables"
 	@echo "make browser-check open every page of the built book in headless Chromium"
-	@echo "make assignments  write student versions of the exercise notebooks to assignments/"
+	@echo "make assignments  write student versions of the exercise notebooks to assignments/ (nbgrader)"
 	@echo "make clean        remove build products (keeps .venv and data/)"
 
 # The install: a venv from $(PYTHON) (>= 3.11), then the package with its book and dev extras.
@@ -58,9 +58,11 @@ browser-check: $(STAMP)
 	@test -x /usr/bin/chromium || { echo "needs /usr/bin/chromium: apt-get install chromium"; exit 2; }
 	$(BIN)/python .ci/browser_check.py --html _build/html --screenshots _build/screenshots
 
-# Student versions of the exercise notebooks (solutions removed) in assignments/.
+# Student versions of the exercise notebooks in assignments/: nbgrader generate_assignment in a
+# temporary course (solutions and hidden tests removed, MyST as plain Markdown). To grade:
+# tkmia classroom grade SUBMISSIONS --out DIR, or nbgrader itself in classroom/ (book/exercises.md).
 assignments: $(STAMP)
-	$(BIN)/python -m tkmia.classroom --out assignments
+	$(BIN)/tkmia classroom assign --out assignments
 
 clean:
 	rm -rf _build book/chapters assignments .pytest_cache .ruff_cache

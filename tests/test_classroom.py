@@ -1,40 +1,27 @@
-"""The classroom: student notebooks without solutions whose check cells still run, and the checks."""
+"""The classroom: the exercise notebooks as an nbgrader course (student versions, grading, gradebook),
+and the checks their cells run."""
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-from papermill.exceptions import PapermillExecutionError
 
 from tkmia import classroom, metrics, relaxation
 from tkmia.book import execute_notebook, tiny_parameters
+from tkmia.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISES = classroom.exercise_notebooks(ROOT / "notebooks")
-NO_VICTIM = [p for p in EXERCISES if "selection" not in p.stem]
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
 
-def _solution_lines(nb) -> list[str]:
-    """The non-blank lines between the markers of every cell of ``nb``."""
-    lines, inside = [], False
-    for cell in nb.cells:
-        for line in cell.source.splitlines():
-            if line.strip() == classroom.BEGIN:
-                inside = True
-            elif line.strip() == classroom.END:
-                inside = False
-            elif inside and line.strip():
-                lines.append(line.strip())
-    return lines
-
-
-def _checks(nb) -> list[str]:
-    return [c.source for c in nb.cells if "check" in c.metadata.get("tags", [])]
+def _nbgrader(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
 
 
 def test_there_are_four_exercise_notebooks():
@@ -43,101 +30,76 @@ def test_there_are_four_exercise_notebooks():
 
 
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
-def test_student_version_has_no_solution_but_keeps_checks_and_statements(path):
+def test_exercise_notebooks_are_nbgrader_source_notebooks(path):
+    """Solution cells hold the markers, check cells are autograded (points, hidden tests), every other
+    cell but the book's solution wrappers is locked; grade_ids are unique; each exercise's title
+    states the points of the check cells that follow it."""
     nb = nbformat.read(path, as_version=4)
-    solutions = _solution_lines(nb)
-    assert solutions, "an exercise notebook must hold solutions between the markers"
-    student = classroom.strip_solutions(nb)
-    text = "\n".join(c.source for c in student.cells)
-    assert classroom.BEGIN not in text and classroom.END not in text
-    student_lines = {line.strip() for line in text.splitlines()}
-    leaked = [line for line in solutions if line in student_lines and not line.startswith(("#", '"""'))]
-    assert not leaked, f"solution lines left in the student version: {leaked}"
-    assert text.count("raise NotImplementedError()") == nb_count(nb)
-    assert "{solution-start}" not in text and "{solution-end}" not in text
-    assert _checks(student) == _checks(nb) and _checks(nb)
-    statements = re.findall(r"\{exercise\}.*", "\n".join(c.source for c in nb.cells))
-    assert statements and all(s in text for s in statements)
-    assert all(not c.outputs for c in student.cells if c.cell_type == "code")
-    assert any("parameters" in c.metadata.get("tags", []) for c in student.cells)
-    assert nb.cells[0].source == student.cells[0].source  # the original is not changed
-    assert _solution_lines(nb) == solutions
+    ids = [_nbgrader(c)["grade_id"] for c in nb.cells if _nbgrader(c)]
+    assert len(ids) == len(set(ids))
+    solutions = [c for c in nb.cells if _nbgrader(c).get("solution")]
+    tests = [c for c in nb.cells if _nbgrader(c).get("grade")]
+    assert solutions and tests
+    assert all(BEGIN in c.source and END in c.source for c in solutions)
+    assert all(c.cell_type == "code" and _nbgrader(c)["locked"] and _nbgrader(c)["points"] > 0
+               and "### BEGIN HIDDEN TESTS" in c.source and 'classroom.passed("public checks")' in c.source
+               for c in tests)
+    unmarked = [i for i, c in enumerate(nb.cells) if not _nbgrader(c)
+                and not re.match(r"^```\{solution-(start|end)\}", c.source)]
+    assert not unmarked, f"cells without nbgrader metadata: {unmarked}"
+    points, current = {}, None
+    for cell in nb.cells:
+        title = re.match(r"^```\{exercise\} (.*) · (\d+) points?\n", cell.source)
+        if title:
+            current = title.group(1)
+            points[current] = [int(title.group(2)), 0]
+            assert ":nonumber:" in cell.source  # numbered per page by its title, not "Exercise 14.10"
+        elif _nbgrader(cell).get("grade"):
+            points[current][1] += _nbgrader(cell)["points"]
+    assert points and all(stated == graded for stated, graded in points.values()), points
 
 
-def nb_count(nb) -> int:
-    return sum(line.strip() == classroom.BEGIN for c in nb.cells for line in c.source.splitlines())
+def test_plain_markdown_rewrites_myst_markup():
+    source = ("(ex-a)=\n# Title\n\nSee {ref}`the measures <measures>`, "
+              "{py:class}`~tkmia.selection.Specification` and {glue:text}`n_cases:.0f` cases.\n\n"
+              "```{exercise} Precision · 2 points\n:label: ex-a:p\n"
+              ":nonumber:\n\nWrite `f`.\n```\n\n```{prf:lemma}\n:label: l\n\nA claim.\n```\n\n"
+              "```python\nx = 1\n```")
+    out = classroom.plain_markdown(source)
+    assert out == ("# Title\n\nSee the measures, `Specification` and `n_cases` cases.\n\n"
+                   "**Exercise 1 (Precision · 2 points).** Write `f`.\n\n**Lemma.** A claim.\n\n"
+                   "```python\nx = 1\n```")
+    assert classroom.myst_markup(out) == []
+    assert classroom.myst_markup(source) == ["(ex-a)=", "{ref}`", "{py:class}`", "{glue:text}`", "```{",
+                                             ":label:", ":nonumber:", "```{", ":label:"]
 
 
-def test_strip_keeps_the_signature_and_indents_the_placeholder():
-    source = ('def f(x):\n    """Doc."""\n    ### BEGIN SOLUTION\n    return x + 1\n'
-              '    ### END SOLUTION\n\nf(1)')
-    nb = new_notebook(cells=[
-        new_markdown_cell("```{solution-start} ex-a\n:class: dropdown\n```"),
-        new_code_cell(source, outputs=[], execution_count=3),
-        new_markdown_cell("```{solution-end}\n```"),
-        new_markdown_cell("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION"),
-    ])
-    out = classroom.strip_solutions(nb)
-    assert [c.cell_type for c in out.cells] == ["code", "markdown"]
-    assert out.cells[0].source == ('def f(x):\n    """Doc."""\n    # YOUR CODE HERE\n'
-                                   '    raise NotImplementedError()\n\nf(1)')
-    assert out.cells[0].execution_count is None
-    assert out.cells[1].source == "Why?\nYOUR ANSWER HERE"
-    with pytest.raises(ValueError, match="cell 0.*never closed"):
-        classroom.strip_solutions(new_notebook(cells=[new_code_cell("### BEGIN SOLUTION\nx = 1")]))
-    with pytest.raises(ValueError, match="without"):
-        classroom.strip_solutions(new_notebook(cells=[new_code_cell("x = 1\n### END SOLUTION")]))
-
-
-def test_write_assignments_and_the_command_line(tmp_path, capsys):
-    written = classroom.write_assignments(ROOT / "notebooks", tmp_path / "a")
-    assert [p.name for p in written] == [p.name for p in EXERCISES]
-    for path in written:
-        assert classroom.BEGIN not in path.read_text()
-    assert classroom.main(["--src", str(ROOT / "notebooks"), "--out", str(tmp_path / "b")]) == 0
-    assert sorted(p.name for p in (tmp_path / "b").glob("*.ipynb")) == [p.name for p in EXERCISES]
-    assert classroom.main(["--src", str(tmp_path / "empty"), "--out", str(tmp_path / "c")]) == 2
-    assert "no exercise notebook" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.stem)
-def test_student_notebook_stops_at_the_first_unwritten_function(path, tmp_path):
-    [student] = [p for p in classroom.write_assignments(path.parent, tmp_path) if p.name == path.name]
-    with pytest.raises(PapermillExecutionError) as info:
-        execute_notebook(student, tmp_path / "out" / path.name, tiny_parameters(path))
-    assert info.value.ename == "NotImplementedError"
-    nb = nbformat.read(tmp_path / "out" / path.name, as_version=4)
-    failed = [c for c in nb.cells if c.cell_type == "code"
-              and any(o.output_type == "error" for o in c.outputs)]
-    assert len(failed) == 1 and "check" in failed[0].metadata.get("tags", [])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NO_VICTIM, ids=lambda p: p.stem)
-def test_full_notebook_passes_every_check(path, tmp_path):
-    out = execute_notebook(path, tmp_path / path.name, tiny_parameters(path))
-    nb = nbformat.read(out, as_version=4)
-    printed = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells
-               if "check" in c.metadata.get("tags", [])]
-    assert printed and all("✓" in text for text in printed)
-
-
+# ---------------------------------------------------------------------------------------- checks
 def _precision_over_num_true(scores, labels, k):
     top = metrics.topk_indices(scores, k)
     return labels.gather(1, top).sum(1) / labels.sum(1).clamp(min=1)
 
 
-def test_check_equal_catches_a_wrong_precision_and_passes_the_right_one(capsys):
+def test_a_failed_check_names_the_case_in_full(capsys):
     cases = classroom.measure_cases(8, n_cases=10, seed=0)
-    with pytest.raises(AssertionError, match=r"_precision_over_num_true disagrees with "
-                       r"tkmia.metrics.precision_at_k on case \d+: .*differs at index"):
+    with pytest.raises(classroom.CheckFailed) as info:
         classroom.check_equal(_precision_over_num_true, metrics.precision_at_k, cases)
+    message = str(info.value)
+    index = int(re.search(r"on case (\d+)", message).group(1))
+    scores, labels, k = cases[index]
+    assert "_precision_over_num_true disagrees with tkmia.metrics.precision_at_k" in message
+    assert f"  k = {k}\n" in message and "..." not in message
+    for name, value in (("scores", scores), ("labels", labels)):  # every row, in full
+        block = message.split(f"  {name} = ")[1]
+        assert block.count("[") >= value.shape[0] + 1
+    assert "expected = tensor(" in message and "got      = tensor(" in message
     assert classroom.check_equal(metrics.precision_at_k, metrics.precision_at_k, cases) == 10
-    assert "✓" in capsys.readouterr().out
+    classroom.passed("public checks")
+    out = capsys.readouterr().out
+    assert "✓ public checks passed" in out and "all tests passed" not in out
 
 
-def test_check_equal_reports_ties_crashes_shapes_and_dataclasses():
+def test_check_equal_reports_ties_crashes_shapes_dataclasses_and_optional(capsys):
     cases = classroom.measure_cases(6, n_cases=6, seed=3)
     assert classroom._has_ties(cases[-1]) and not classroom._has_ties(cases[0])
 
@@ -146,21 +108,23 @@ def test_check_equal_reports_ties_crashes_shapes_and_dataclasses():
         top = scores.shape[1] - 1 - order[:, :k]
         return labels.gather(1, top).sum(1) / k
 
-    with pytest.raises(AssertionError, match="tied scores"):
+    with pytest.raises(classroom.CheckFailed, match="tied scores"):
         classroom.check_equal(unstable, metrics.precision_at_k, [cases[-1]], quiet=True)
-    with pytest.raises(AssertionError, match="raised ZeroDivisionError"):
-        classroom.check_equal(lambda s, y, k: 1 / 0, metrics.precision_at_k, cases, quiet=True)
-    with pytest.raises(AssertionError, match="shape"):
+    with pytest.raises(classroom.CheckFailed, match=r"raised ZeroDivisionError(.|\n)*  k = 1"):
+        classroom.check_equal(lambda scores, labels, k: 1 / 0, metrics.precision_at_k, cases, quiet=True)
+    with pytest.raises(classroom.CheckFailed, match="shape"):
         classroom.check_equal(lambda s, y, k: s, metrics.precision_at_k, cases, quiet=True)
     with pytest.raises(NotImplementedError):
         classroom.check_equal(_raise, metrics.precision_at_k, cases)
+    assert classroom.check_equal(_raise, metrics.precision_at_k, cases, optional=True) == 0
+    assert "optional and not written yet: check skipped" in capsys.readouterr().out
     with pytest.raises(ValueError, match="empty"):
         classroom.check_equal(metrics.precision_at_k, metrics.precision_at_k, [])
 
     def highest(f, y, k):
         return classroom.extreme_in_topk(f, y, k, "highest")
 
-    with pytest.raises(AssertionError, match=r"result\.specified differs"):
+    with pytest.raises(classroom.CheckFailed, match=r"result\.specified differs"):
         classroom.check_equal(highest, classroom.extreme_in_topk, cases, quiet=True)
 
 
@@ -171,7 +135,7 @@ def _raise(*args):
 def test_property_checks():
     cases = classroom.vector_cases(6, n_cases=6, seed=0)
     assert classroom.check_upper_bound(relaxation.average_top_k, cases) == 6 * 5
-    with pytest.raises(AssertionError, match="exceeds"):
+    with pytest.raises(classroom.CheckFailed, match=r"exceeds(.|\n)*  m = "):
         classroom.check_upper_bound(lambda v, m: v.min(-1).values, cases)
 
     def grid_min(v, m, grid):
@@ -179,9 +143,9 @@ def test_property_checks():
         return values.min(), grid[values.argmin()]
 
     assert classroom.check_grid_minimum(grid_min, relaxation.atk_variational, cases[:2]) == 10
-    with pytest.raises(AssertionError, match="grid minimum"):
+    with pytest.raises(classroom.CheckFailed, match=r"grid minimum(.|\n)*  v = tensor"):
         classroom.check_grid_minimum(lambda v, m, g: (v.max() + 1, g[0]), None, cases[:1])
-    with pytest.raises(AssertionError):
+    with pytest.raises(classroom.CheckFailed):
         classroom.check_true(torch.tensor([True, False]), "all true")
 
 
@@ -201,3 +165,148 @@ def test_the_unrelaxed_loss_is_not_convex_and_the_relaxed_one_is():
         {"relaxed": relaxation.tkmia_loss, "unrelaxed": classroom.kth_largest_loss}, n_pairs=500, seed=0)
     assert frame.loc["relaxed", "violations"] == 0
     assert frame.loc["unrelaxed", "violations"] > 0
+
+
+# ---------------------------------------------------------------------------------------- the course
+@pytest.fixture(scope="module")
+def student_versions(tmp_path_factory) -> dict[str, Path]:
+    """``nbgrader generate_assignment`` on every exercise notebook (what ``make assignments`` does)."""
+    out = tmp_path_factory.mktemp("assignments")
+    assert cli_main(["classroom", "assign", "--out", str(out)]) == 0
+    return {p.stem: p for p in sorted(out.glob("*.ipynb"))}
+
+
+def test_grade_command_names_what_it_needs(tmp_path, capsys):
+    (tmp_path / "subs" / "ann").mkdir(parents=True)
+    (tmp_path / "subs" / "ann" / "homework.ipynb").write_text("{}")
+    assert cli_main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "out")]) == 2
+    assert "no <student>/<exercise notebook>.ipynb" in capsys.readouterr().err
+    assert cli_main(["classroom", "grade", str(tmp_path / "subs"), "--out", str(tmp_path / "o"),
+                     "--timeout", "0"]) == 2
+    assert "--timeout must be a positive number of seconds, got 0" in capsys.readouterr().err
+
+
+def _solution(source_cell: str) -> str:
+    return "\n".join(line for line in source_cell.splitlines() if line.strip() not in (BEGIN, END))
+
+
+def _between_markers(source: str) -> list[str]:
+    """The non-blank lines between the solution markers."""
+    lines = source.splitlines()
+    start, end = [i for i, line in enumerate(lines) if line.strip() in (BEGIN, END)]
+    return [line for line in lines[start + 1:end] if line.strip()]
+
+
+def _fill(student: Path, replace: dict[str, str] | None = None, skip: tuple[str, ...] = ()):
+    """The student version with every solution cell answered by the book's solution, except the
+    grade_ids in ``replace`` (answered with that code) and in ``skip`` (left unanswered)."""
+    replace = replace or {}
+    nb = nbformat.read(student, as_version=4)
+    source = nbformat.read(ROOT / "notebooks" / student.name, as_version=4)
+    answers = {_nbgrader(c)["grade_id"]: _solution(c.source)
+               for c in source.cells if _nbgrader(c).get("solution")}
+    for cell in nb.cells:
+        grade_id = _nbgrader(cell).get("grade_id")
+        if _nbgrader(cell).get("solution") and grade_id not in skip:
+            cell.source = replace.get(grade_id, answers[grade_id])
+    return nb
+
+
+@pytest.mark.slow
+def test_student_versions_are_plain_notebooks_without_solutions(student_versions):
+    assert sorted(student_versions) == [p.stem for p in EXERCISES]
+    for name, path in student_versions.items():
+        nb = nbformat.read(path, as_version=4)
+        source = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
+        text = "\n".join(c.source for c in nb.cells)
+        assert classroom.myst_markup(text) == [], name  # no raw MyST, no {glue:...}
+        assert "{glue" not in text and "{solution" not in text and "{exercise}" not in text
+        assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and "hidden_cases" not in text
+        solutions = [c for c in source.cells if _nbgrader(c).get("solution")]
+        answers = {line.strip() for c in solutions for line in _between_markers(c.source)}
+        assert answers and not {line.strip() for line in text.splitlines()} & answers, name
+        assert text.count("raise NotImplementedError()") == len(solutions)
+        assert all(c.metadata.get("editable") is False for c in nb.cells if not _nbgrader(c).get("solution"))
+        numbers = re.findall(r"\*\*Exercise (\d+) ", text)
+        assert numbers == [str(i + 1) for i in range(text.count("**Exercise "))]
+
+
+@pytest.mark.slow
+def test_run_all_on_a_complete_student_version_passes_and_skips_the_optional(student_versions, tmp_path):
+    """Required exercises answered, the optional NDCG left alone: "Run all" ends without an error."""
+    path = tmp_path / "14a_exercise_measures.ipynb"
+    nbformat.write(_fill(student_versions["14a_exercise_measures"], skip=("measures-ndcg-solution",)), path)
+    out = execute_notebook(path, tmp_path / "out.ipynb", tiny_parameters(ROOT / "notebooks" / path.name))
+    printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                      if c.cell_type == "code" for o in c.outputs)
+    assert printed.count("✓ public checks passed") == 2
+    assert "ndcg_at_k is optional and not written yet: check skipped" in printed
+    assert "all tests passed" not in printed and "hidden checks" not in printed
+
+
+LOOP = "def map_at_k(scores, labels, k):\n    while True:\n        pass"
+WRONG_AT_K5 = ("def map_at_k(scores, labels, k):\n"
+               "    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]\n"
+               "    rel = labels.gather(1, top).float()\n"
+               "    total = (rel.cumsum(1) / torch.arange(1, k + 1) * rel).sum(1)\n"
+               "    denominator = labels.sum(1).clamp(max=k) if k != 5 else torch.full_like(total, 5.0)\n"
+               "    return torch.where(denominator > 0, total / denominator.clamp(min=1),\n"
+               "                       torch.zeros_like(total))")
+RAISES = "def precision_at_k(scores, labels, k):\n    raise ValueError(f'my precision is broken for k = {k}')"
+
+
+@pytest.mark.slow
+def test_the_teacher_cycle_grades_five_submissions(student_versions, tmp_path):
+    """Five submissions of 14a: complete, untouched, wrong for k = 5 (mAP), raising (P@k), looping
+    forever (mAP, stopped by the timeout); plus a student who submitted nothing and one who deleted
+    a test cell and edited another (nbgrader restores both)."""
+    student = student_versions["14a_exercise_measures"]
+    name = student.name
+    subs = tmp_path / "submissions"
+    fake = {
+        "a_complete": _fill(student),
+        "b_untouched": nbformat.read(student, as_version=4),
+        "c_wrong_map": _fill(student, {"measures-map-solution": WRONG_AT_K5}),
+        "d_raises": _fill(student, {"measures-precision-solution": RAISES}),
+        "e_loops": _fill(student, {"measures-map-solution": LOOP}),
+    }
+    tampered = _fill(student)
+    tampered.cells = [c for c in tampered.cells if _nbgrader(c).get("grade_id") != "measures-map"]
+    [edited] = [c for c in tampered.cells if _nbgrader(c).get("grade_id") == "measures-precision"]
+    edited.source = "pass  # no checks here"
+    fake["g_tampered"] = tampered
+    for who, nb in fake.items():
+        (subs / who).mkdir(parents=True)
+        nbformat.write(nb, subs / who / name)
+    (subs / "f_missing").mkdir()
+
+    result = classroom.grade(subs, tmp_path / "graded", timeout=10)
+
+    rows = list(csv.reader(result.gradebook.open()))
+    assert rows == [
+        ["student", "measures-precision", "measures-map", "measures-ndcg", "total", "max_score"],
+        ["a_complete", "2", "3", "1", "6", "6"],
+        ["b_untouched", "0", "0", "0", "0", "6"],
+        ["c_wrong_map", "2", "0", "1", "3", "6"],
+        ["d_raises", "0", "3", "1", "4", "6"],
+        ["e_loops", "2", "0", "1", "3", "6"],
+        ["f_missing", "0", "0", "0", "0", "6"],
+        ["g_tampered", "2", "3", "1", "6", "6"],
+    ]
+    assert result.report == [
+        "f_missing/14a_exercise_measures.ipynb: missing: it scores 0",
+        "g_tampered/14a_exercise_measures.ipynb: locked cell 'measures-precision' edited: nbgrader restores "
+        "it from the gradebook (checksum) before grading",
+        "g_tampered/14a_exercise_measures.ipynb: test cell 'measures-map' deleted: nbgrader adds it back "
+        "and grades it",
+    ]
+    assert (tmp_path / "graded" / "report.txt").read_text().splitlines() == result.report
+    feedback = {who: (result.feedback / who / "14a_exercise_measures.html").read_text()
+                for who in fake}
+    assert "my precision is broken for k = 1" in feedback["d_raises"]
+    assert re.search(r"map_at_k disagrees with tkmia.metrics.map_at_k on case \d+", feedback["c_wrong_map"])
+    assert "k = 5" in feedback["c_wrong_map"]
+    assert "KeyboardInterrupt" in feedback["e_loops"] or "Timeout" in feedback["e_loops"]
+    assert not (result.feedback / "f_missing").exists()
+    assert result.seconds > 0
+    print(f"graded {len(fake)} submissions in {result.seconds:.1f} s")

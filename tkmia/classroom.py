@@ -1,34 +1,41 @@
-"""The classroom: exercise notebooks, their student versions and the checks they run (book chapter 14).
+"""The classroom: the checks of the exercise notebooks and the nbgrader course around them (chapter 14).
 
-The exercise notebooks ``notebooks/14*_exercise_*.ipynb`` hold their solutions between nbgrader-style
-markers, inside functions the student writes::
+The exercise notebooks ``notebooks/14*_exercise_*.ipynb`` are nbgrader *source* notebooks: solution
+cells hold the answer between ``### BEGIN SOLUTION`` / ``### END SOLUTION``, autograded check cells
+carry points and a stable ``grade_id`` and end with ``### BEGIN HIDDEN TESTS`` blocks, every other
+cell is locked. The book executes them as they are (solutions in dropdowns); nbgrader makes the
+student versions and grades what comes back:
 
-    def precision_at_k(scores, labels, k):
-        ### BEGIN SOLUTION
-        ...
-        ### END SOLUTION
-
-:func:`strip_solutions` replaces each marked block by ``# YOUR CODE HERE`` /
-``raise NotImplementedError()`` and drops the book's ``{solution-start}`` / ``{solution-end}``
-wrappers; :func:`write_assignments` writes one student notebook per exercise notebook
-(``python -m tkmia.classroom --out assignments``, ``make assignments``). Check cells (tagged
-``check``) compare the student's functions with the library's through :func:`check_equal` and
-friends, which raise ``AssertionError`` with a helpful message and print ``✓ ...`` on success.
+- the checks (:func:`check_equal`, :func:`check_upper_bound`, :func:`check_grid_minimum`,
+  :func:`passed`) compare a student's function with the library's and fail with a
+  :class:`CheckFailed` that names the case in full;
+- :func:`configure_course` is the course's nbgrader configuration (``classroom/nbgrader_config.py``
+  calls it): the MyST-to-Markdown step of the student versions (:func:`plain_markdown`), the
+  per-cell timeout, the gradebook export (student × question points);
+- :func:`assign` writes the student versions, :func:`grade` grades a plain folder of
+  ``<student>/<notebook>.ipynb`` (``tkmia classroom assign|grade``).
 
 Example:
     >>> check_equal(my_precision_at_k, tkmia.metrics.precision_at_k, measure_cases(8, seed=0))
-    ✓ my_precision_at_k agrees with precision_at_k on 20 cases
+    ✓ my_precision_at_k agrees with tkmia.metrics.precision_at_k on 20 cases
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
+import csv
 import dataclasses
+import inspect
+import itertools
+import json
 import math
+import os
 import re
+import shutil
+import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +46,12 @@ from tkmia import metrics, relaxation
 from tkmia.selection import Specification
 
 __all__ = [
-    "BEGIN",
-    "END",
-    "PLACEHOLDER",
-    "strip_solutions",
-    "exercise_notebooks",
-    "write_assignments",
+    "CheckFailed",
     "check_equal",
     "check_true",
     "check_upper_bound",
     "check_grid_minimum",
+    "passed",
     "measure_cases",
     "vector_cases",
     "loss_cases",
@@ -60,100 +63,43 @@ __all__ = [
     "eligible_images",
     "compare_selections",
     "plot_variational",
-    "main",
+    "exercise_notebooks",
+    "plain_markdown",
+    "configure_course",
+    "build_course",
+    "assign",
+    "grade",
+    "Grading",
 ]
 
-BEGIN = "### BEGIN SOLUTION"
-END = "### END SOLUTION"
-#: what replaces a solution block in a student notebook (indented like the BEGIN marker)
-PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError()")
-_MARKDOWN_PLACEHOLDER = "YOUR ANSWER HERE"
-_WRAPPER = re.compile(r"^\s*(`{3,}|:{3,})\{solution-(start|end)\}")
 _REPO = Path(__file__).resolve().parent.parent
 
 
-# ---------------------------------------------------------------------------------------- notebooks
-def _strip_source(source: str, markdown: bool) -> str:
-    lines, out, inside = source.splitlines(), [], False
-    for number, line in enumerate(lines, 1):
-        marker = line.strip()
-        if marker == BEGIN:
-            if inside:
-                raise ValueError(f"line {number}: {BEGIN!r} inside another solution block")
-            inside = True
-            indent = line[: len(line) - len(line.lstrip())]
-            out.extend([_MARKDOWN_PLACEHOLDER] if markdown else [indent + p for p in PLACEHOLDER])
-        elif marker == END:
-            if not inside:
-                raise ValueError(f"line {number}: {END!r} without a {BEGIN!r} before it")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise ValueError(f"a {BEGIN!r} block is never closed by {END!r}")
-    return "\n".join(out)
-
-
-def strip_solutions(nb):
-    """The student version of an exercise notebook (a copy; ``nb`` is not changed).
-
-    Every block between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (code or markdown) becomes
-    ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (markdown: ``YOUR ANSWER HERE``), keeping
-    the lines above it (the function's signature and docstring); markdown cells that only open or
-    close a sphinx-exercise gated solution (``{solution-start}``, ``{solution-end}``) are dropped;
-    outputs and execution counts are cleared. Check cells (tag ``check``) are kept as they are.
-
-    Raises:
-        ValueError: on unbalanced markers (the cell index is named).
-    """
-    out = copy.deepcopy(nb)
-    cells = []
-    for index, cell in enumerate(out.cells):
-        if cell.cell_type == "markdown" and _WRAPPER.match(cell.source):
-            continue
-        if cell.cell_type in ("code", "markdown"):
-            try:
-                cell.source = _strip_source(cell.source, markdown=cell.cell_type == "markdown")
-            except ValueError as err:
-                raise ValueError(f"cell {index}: {err}") from None
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-        cells.append(cell)
-    out.cells = cells
-    return out
-
-
-def exercise_notebooks(src_dir: str | Path = _REPO / "notebooks") -> list[Path]:
-    """The exercise notebooks of the book: ``src_dir/14*_exercise_*.ipynb``, sorted by name."""
-    return sorted(Path(src_dir).glob("14*_exercise_*.ipynb"))
-
-
-def write_assignments(src_dir: str | Path = "notebooks", out_dir: str | Path = "assignments") -> list[Path]:
-    """Write the student version (:func:`strip_solutions`) of every exercise notebook into ``out_dir``.
-
-    Returns the written paths, one per ``src_dir/14*_exercise_*.ipynb``, with the same file names.
-
-    Raises:
-        FileNotFoundError: when ``src_dir`` holds no exercise notebook.
-    """
-    import nbformat
-
-    sources = exercise_notebooks(src_dir)
-    if not sources:
-        raise FileNotFoundError(f"no exercise notebook (14*_exercise_*.ipynb) in {Path(src_dir).resolve()}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for source in sources:
-        nb = strip_solutions(nbformat.read(str(source), as_version=4))
-        target = out_dir / source.name
-        nbformat.write(nb, str(target))
-        written.append(target)
-    return written
-
-
 # ---------------------------------------------------------------------------------------- checks
+class CheckFailed(AssertionError):
+    """A check cell's verdict: the student's answer disagrees with the expected one (the message
+    names the case, its inputs, the expected and the received value)."""
+
+
+def _show_check_failure(shell, etype, value, tb, tb_offset=None) -> list[str]:
+    """IPython's display of a :class:`CheckFailed`: the verdict alone, without the frames of
+    tkmia's checks; when the student's function raised, its own traceback comes first."""
+    lines = []
+    cause = value.__cause__
+    if cause is not None:
+        lines += shell.InteractiveTB.structured_traceback(type(cause), cause, cause.__traceback__)
+        lines.append("\nThe check below failed because your function raised the error above.\n")
+    return [*lines, f"\x1b[0;31mCheckFailed\x1b[0m: {value}"]
+
+
+def _install_check_display() -> None:
+    """In an IPython kernel, show :class:`CheckFailed` with :func:`_show_check_failure` (unless
+    the kernel already has custom exception handlers, which this would replace)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    if shell is not None and not shell.custom_exceptions:
+        shell.set_custom_exc((CheckFailed,), _show_check_failure)
+
+
 def _name(fn: Callable) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
@@ -163,9 +109,31 @@ def _reference_name(fn: Callable) -> str:
     return f"{module}.{_name(fn)}" if module and module.startswith("tkmia") else _name(fn)
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 600 else text[:600] + " ..."
+def _full(value: Any) -> str:
+    """``repr`` of a value with every tensor entry printed (no ``...`` summarisation)."""
+    from torch._tensor_str import printoptions
+
+    with printoptions(threshold=1_000_000, linewidth=100, precision=4, sci_mode=False):
+        if isinstance(value, Tensor):
+            return repr(value.detach().cpu())
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = ", ".join(f"{f.name}={_full(getattr(value, f.name))}" for f in dataclasses.fields(value))
+            return f"{type(value).__name__}({fields})"
+        if isinstance(value, tuple | list):
+            inner = ", ".join(_full(v) for v in value)
+            return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+        if callable(value):
+            return _reference_name(value)
+        return repr(value)
+
+
+def _case_lines(reference: Callable, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+    """``name = value`` for every argument of one case, named after the reference's parameters."""
+    try:
+        bound = inspect.signature(reference).bind(*args, **kwargs).arguments
+    except (TypeError, ValueError):
+        bound = {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+    return [f"  {key} = {_full(value)}".replace("\n", "\n    ") for key, value in bound.items()]
 
 
 def _difference(got: Any, expected: Any, atol: float, where: str = "the result") -> str | None:
@@ -180,7 +148,7 @@ def _difference(got: Any, expected: Any, atol: float, where: str = "the result")
         return None
     if isinstance(expected, tuple | list):
         if not isinstance(got, tuple | list) or len(got) != len(expected):
-            return f"{where} should be a sequence of {len(expected)} values, got {_short(got)}"
+            return f"{where} should be a sequence of {len(expected)} values, got {type(got).__name__}"
         for i, (g, e) in enumerate(zip(got, expected)):
             found = _difference(g, e, atol, f"{where}[{i}]")
             if found:
@@ -207,8 +175,8 @@ def _difference(got: Any, expected: Any, atol: float, where: str = "the result")
             ok = math.isclose(float(got), float(expected), abs_tol=atol, rel_tol=0)
         except (TypeError, ValueError):
             ok = False
-        return None if ok else f"{where} should be {expected!r}, got {_short(got)}"
-    return None if got == expected else f"{where} should be {_short(expected)}, got {_short(got)}"
+        return None if ok else f"{where} should be {expected!r}, got {got!r}"
+    return None if got == expected else f"{where} should be {expected!r}, got {got!r}"
 
 
 def _has_ties(args: Sequence[Any]) -> bool:
@@ -226,6 +194,7 @@ def check_equal(
     atol: float = 1e-5,
     name: str | None = None,
     quiet: bool = False,
+    optional: bool = False,
 ) -> int:
     """Assert that ``fn(*case) == reference(*case)`` on every case; return the number of cases.
 
@@ -236,13 +205,17 @@ def check_equal(
         atol: absolute tolerance of float comparisons (tensors, numbers, dataclass fields).
         name: how to call ``fn`` in the messages (default its ``__name__``).
         quiet: do not print the success line.
+        optional: the exercise is optional: a ``fn`` that raises ``NotImplementedError`` (not
+            written yet) skips the check with a printed line and returns 0 instead of failing.
 
     Raises:
-        AssertionError: at the first case where the results differ, or where ``fn`` raises an
-            exception that is not ``NotImplementedError``, naming the case, its inputs, the expected
-            and the received value (``NotImplementedError`` propagates unchanged: the function is
-            not written yet).
+        CheckFailed: at the first case where the results differ, or where ``fn`` raises an
+            exception that is not ``NotImplementedError``; the message names the case, every
+            argument in full (under the reference's parameter names), the expected and the received
+            value. ``NotImplementedError`` propagates unchanged (the function is not written yet)
+            unless ``optional``.
     """
+    __tracebackhide__ = True  # IPython: the student's traceback ends at the check cell
     name = name or _name(fn)
     count = 0
     for index, case in enumerate(cases):
@@ -251,23 +224,23 @@ def check_equal(
         try:
             got = fn(*args, **kwargs)
         except NotImplementedError:
+            if optional:
+                print(f"○ {name} is optional and not written yet: check skipped")
+                return 0
             raise
         except Exception as err:  # a crash is a wrong answer: say on which input
-            raise AssertionError(
-                f"{name} raised {type(err).__name__}: {err}\n  on case {index}: args={_short(args)} "
-                f"kwargs={_short(kwargs)}"
-            ) from err
+            raise CheckFailed("\n".join([
+                f"{name} raised {type(err).__name__}: {err}", f"on case {index}, whose arguments are:",
+                *_case_lines(reference, args, kwargs), f"  expected = {_full(expected)}"])) from err
         found = _difference(got, expected, atol)
         if found:
-            hint = ""
+            lines = [f"{name} disagrees with {_reference_name(reference)} on case {index}: {found}.",
+                     "The case:", *_case_lines(reference, args, kwargs),
+                     f"  expected = {_full(expected)}", f"  got      = {_full(got)}"]
             if _has_ties(args):
-                hint = ("\n  hint: this case has tied scores; tkmia ranks the lower label index first among "
-                        "equal scores (torch.sort(..., descending=True, stable=True))")
-            raise AssertionError(
-                f"{name} disagrees with {_reference_name(reference)} on case {index}: {found}.\n"
-                f"  args={_short(args)}\n  kwargs={_short(kwargs)}\n"
-                f"  expected={_short(expected)}\n  got={_short(got)}{hint}"
-            )
+                lines.append("hint: this case has tied scores; tkmia ranks the lower label index first among "
+                             "equal scores (torch.sort(..., descending=True, stable=True))")
+            raise CheckFailed("\n".join(lines))
         count += 1
     if count == 0:
         raise ValueError("cases is empty: nothing was checked")
@@ -279,19 +252,30 @@ def check_equal(
 def check_true(condition: bool | Tensor, message: str, success: str | None = None) -> None:
     """Assert ``condition`` (a bool or a tensor whose entries must all be true).
 
-    Raises ``AssertionError(message)``; prints ``✓ success`` (default: ``message``'s claim) otherwise.
+    Raises ``CheckFailed(message)``; prints ``✓ success`` (default: ``message``'s claim) otherwise.
     """
+    __tracebackhide__ = True
     ok = bool(condition.all()) if isinstance(condition, Tensor) else bool(condition)
     if not ok:
-        raise AssertionError(message)
+        raise CheckFailed(message)
     print(f"✓ {success or message}")
 
 
-def check_upper_bound(average_top_k: Callable, cases: Iterable[tuple], atol: float = 1e-6) -> int:
+def passed(what: str = "public checks") -> None:
+    """Print the verdict line of a check cell: ``✓ public checks passed``, with a reminder that
+    hidden checks run when the notebook is graded (a student is never told "all tests passed")."""
+    note = " (more checks run when your notebook is graded)" if what == "public checks" else ""
+    print(f"✓ {what} passed{note}")
+
+
+def check_upper_bound(average_top_k: Callable, cases: Iterable[tuple], atol: float = 1e-6,
+                      quiet: bool = False) -> int:
     """Assert v_[m] ≤ ATk_m(v) for the student's ``average_top_k(v, m)`` on every ``(v, m)`` case.
 
-    Returns the number of vectors checked; raises ``AssertionError`` naming the first violation.
+    Returns the number of vectors checked; raises :class:`CheckFailed` naming the first violation
+    (the vector in full, m, both values).
     """
+    __tracebackhide__ = True
     total = 0
     for index, (v, m) in enumerate(cases):
         kth = relaxation.kth_largest(v, m)
@@ -299,24 +283,28 @@ def check_upper_bound(average_top_k: Callable, cases: Iterable[tuple], atol: flo
         bad = kth > atk + atol
         if bad.any():
             first = tuple(int(i) for i in bad.nonzero()[0])
-            raise AssertionError(
+            raise CheckFailed(
                 f"case {index} (m = {m}): the {m}-th largest entry {kth[first].item():.6g} exceeds "
                 f"average_top_k = {atk[first].item():.6g} at index {first}; ATk is a mean of the m "
-                "largest entries, so it can never be below the smallest of them"
+                f"largest entries, so it can never be below the smallest of them.\n"
+                f"  v{list(first)} = {_full(v[first])}\n  m = {m}"
             )
         total += kth.numel()
-    print(f"✓ v_[m] <= ATk_m(v) on all {total} vectors")
+    if not quiet:
+        print(f"✓ v_[m] <= ATk_m(v) on all {total} vectors")
     return total
 
 
-def check_grid_minimum(minimise: Callable, atk_variational: Callable, cases: Iterable[tuple]) -> int:
+def check_grid_minimum(minimise: Callable, atk_variational: Callable, cases: Iterable[tuple],
+                       quiet: bool = False) -> int:
     """Check the student's ``minimise(v, m, grid) -> (value, lam)`` against the lemma on ``(v, m)`` cases.
 
     For a 1-D ``v`` and an even ``grid`` of λ's with step h covering [min v, max v], the minimum of
     the variational form over the grid must be within h·C/m of ATk_m(v) (never below it), and the
     minimising λ within h of the minimiser interval [v_[m+1], v_[m]] (v_[C+1] = −∞).
-    Returns the number of vectors checked.
+    Returns the number of vectors checked; raises :class:`CheckFailed` naming v and m in full.
     """
+    __tracebackhide__ = True
     count = 0
     for index, (v, m) in enumerate(cases):
         for row in v.reshape(-1, v.shape[-1]):
@@ -326,25 +314,28 @@ def check_grid_minimum(minimise: Callable, atk_variational: Callable, cases: Ite
             atk = float(relaxation.average_top_k(row, m))
             tol = 1e-5 * (1 + abs(atk))  # float32 rounding
             slack = h * row.numel() / m + tol
+            case = (f"\n  v = {_full(row)}\n  m = {m}\n  grid = torch.linspace({float(grid[0]):.6g}, "
+                    f"{float(grid[-1]):.6g}, {grid.numel()})")
             if not atk - tol <= float(value) <= atk + slack:
-                raise AssertionError(
-                    f"case {index} (m = {m}): the grid minimum {float(value):.6g} should lie in "
-                    f"[ATk, ATk + h·C/m] = [{atk:.6g}, {atk + slack:.6g}]; v = {_short(row)}"
+                raise CheckFailed(
+                    f"case {index}: the grid minimum {float(value):.6g} should lie in "
+                    f"[ATk, ATk + h·C/m] = [{atk:.6g}, {atk + slack:.6g}]{case}"
                 )
             upper = float(relaxation.kth_largest(row, m))
             lower = float(relaxation.kth_largest(row, m + 1)) if m < row.numel() else -math.inf
             if not lower - h - tol <= float(lam) <= upper + h + tol:
-                raise AssertionError(
-                    f"case {index} (m = {m}): the minimising λ = {float(lam):.6g} should lie in "
-                    f"[v_[m+1], v_[m]] = [{lower:.6g}, {upper:.6g}] (up to the grid step {h:.2g})"
+                raise CheckFailed(
+                    f"case {index}: the minimising λ = {float(lam):.6g} should lie in "
+                    f"[v_[m+1], v_[m]] = [{lower:.6g}, {upper:.6g}] (up to the grid step {h:.2g}){case}"
                 )
             if atk_variational is not None:
                 exact = float(atk_variational(row, m, torch.tensor(upper, dtype=row.dtype)))
                 if not math.isclose(exact, atk, abs_tol=1e-5):
-                    raise AssertionError(f"case {index}: atk_variational at λ = v_[m] is {exact:.6g}, "
-                                         f"not ATk_m(v) = {atk:.6g}")
+                    raise CheckFailed(f"case {index}: atk_variational at λ = v_[m] = {upper:.6g} is "
+                                      f"{exact:.6g}, not ATk_m(v) = {atk:.6g}{case}")
             count += 1
-    print(f"✓ on {count} vectors the grid minimum is ATk_m(v) and the minimiser lies in [v_[m+1], v_[m]]")
+    if not quiet:
+        print(f"✓ on {count} vectors the grid minimum is ATk_m(v) and the minimiser lies in [v_[m+1], v_[m]]")
     return count
 
 
@@ -572,25 +563,401 @@ def plot_variational(v: Tensor, m: int, atk_variational: Callable = relaxation.a
     return fig
 
 
-# ---------------------------------------------------------------------------------------- command line
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tkmia.classroom [--src notebooks] [--out assignments]``: write the student notebooks."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tkmia.classroom",
-        description="Write the student version of every exercise notebook (solutions removed).",
-    )
-    parser.add_argument("--src", default=str(_REPO / "notebooks"), help="folder of the exercise notebooks")
-    parser.add_argument("--out", default="assignments", help="folder for the student notebooks")
-    args = parser.parse_args(argv)
+# ---------------------------------------------------------------------------------------- MyST -> Markdown
+_FENCE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:.-]+)\}[ \t]*(?P<argument>.*?)\s*$")
+_OPTION = re.compile(r"^:(?P<key>[\w-]+):[ \t]*(?P<value>.*)$")
+_SOLUTION_WRAPPER = re.compile(r"^\s*(`{3,}|:{3,})\{solution-(start|end)\}")
+_TARGET = re.compile(r"^\s*\([\w:.-]+\)=\s*$")
+_GLUE = re.compile(r"\{glue(?::text|:any|:md)?\}`(?P<name>[^`:]+)(?::[^`]*)?`")
+_ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")
+_TITLES = {"prf:lemma": "Lemma", "prf:theorem": "Theorem", "prf:definition": "Definition",
+           "prf:proposition": "Proposition", "prf:corollary": "Corollary", "prf:remark": "Remark",
+           "prf:algorithm": "Algorithm", "prf:example": "Example", "note": "Note", "tip": "Tip",
+           "warning": "Warning", "important": "Important", "hint": "Hint"}
+
+
+def _role(match: re.Match) -> str:
+    role, body = match["role"], match["body"]
+    if role == "math":
+        return f"${body}$"
+    if role == "cite":
+        return f"[{body}]"
+    explicit = re.match(r"^(?P<text>.*?)\s*<(?P<target>[^>]+)>$", body)
+    if explicit:
+        return explicit["text"]
+    if role.startswith("py:"):
+        return f"`{body.lstrip('~').split('.')[-1] if body.startswith('~') else body}`"
+    return f"*{body.replace('-', ' ').replace(':', ' ')}*"
+
+
+def _inline(text: str) -> str:
+    return _ROLE.sub(_role, _GLUE.sub(lambda m: f"`{m['name']}`", text))
+
+
+def plain_markdown(source: str, numbers: Iterator[int] | None = None) -> str:
+    """The MyST-only markup of a markdown cell rewritten as plain Markdown (for JupyterLab).
+
+    ``(label)=`` targets are dropped; ``{exercise}`` becomes a bold "Exercise N (title)." heading
+    (N from ``numbers``), ``{prf:lemma}`` and friends a bold name, ``{prf:proof}`` an italic
+    *Proof.*, ``{glue:figure}`` its caption; ``{solution-start}``/``{solution-end}`` disappear;
+    ``{glue:text}`name``` becomes `` `name` ``; roles keep their text (``{ref}`text <label>``` ->
+    text, ``{py:class}`~a.B``` -> `` `B` ``, ``{math}`x``` -> ``$x$``). Plain Markdown, maths and code
+    fences pass through unchanged. Directive bodies are converted recursively.
+
+    Example:
+        >>> plain_markdown("(ex-a)=\\n# Title\\nSee {ref}`the measures <measures>`.")
+        '# Title\\nSee the measures.'
+    """
+    numbers = numbers if numbers is not None else itertools.count(1)
+    lines, out, i = source.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
+        opening = _FENCE.match(line)
+        if _TARGET.match(line):
+            i += 1
+            continue
+        if not opening:
+            out.append(_inline(line))
+            i += 1
+            continue
+        fence, name, argument = opening["fence"], opening["name"], opening["argument"]
+        end = i + 1
+        while end < len(lines) and lines[end].strip() != fence:
+            end += 1
+        body = lines[i + 1:end]
+        options = {}
+        while body and _OPTION.match(body[0]):
+            option = _OPTION.match(body[0])
+            options[option["key"]] = option["value"]
+            body = body[1:]
+        text = plain_markdown("\n".join(body).strip("\n"), numbers)
+        i = end + 1
+        if name in ("solution-start", "solution-end", "solution", "exercise-end"):
+            continue
+        if name in ("exercise", "exercise-start"):
+            title = f" ({_inline(argument)})" if argument else ""
+            out.append(f"**Exercise {next(numbers)}{title}.** {text}".rstrip())
+        elif name == "prf:proof":
+            out.append(f"*Proof.* {text}".rstrip())
+        elif name == "glue:figure":
+            out.append(f"*Figure* (`{argument}`, drawn when the book is built): {text}".rstrip())
+        elif name in ("math", "prf:equation"):
+            out.append(f"$$\n{text}\n$$")
+        else:
+            label = _TITLES.get(name, name.split(":")[-1].capitalize())
+            title = f" ({_inline(argument)})" if argument else ""
+            out.append(f"**{label}{title}.** {text}".rstrip())
+    return "\n".join(out).strip("\n")
+
+
+_MYST_LEFT = re.compile(r"\{[\w:.-]+\}`|^\s*(`{3,}|:{3,})\{|^\s*\([\w:.-]+\)=\s*$|^:[\w-]+:", re.M)
+
+
+def myst_markup(source: str) -> list[str]:
+    """The MyST-only markup left in a text (roles, directive fences, targets, options), one per hit."""
+    return [m.group(0).strip() for m in _MYST_LEFT.finditer(source)]
+
+
+# ---------------------------------------------------------------------------------------- the course
+def exercise_notebooks(src_dir: str | Path = _REPO / "notebooks") -> list[Path]:
+    """The exercise notebooks of the book: ``src_dir/14*_exercise_*.ipynb``, sorted by name.
+
+    Each is one nbgrader assignment whose id is the notebook's stem.
+    """
+    return sorted(Path(src_dir).glob("14*_exercise_*.ipynb"))
+
+
+def _nbgrader_classes() -> dict[str, type]:
+    """The course's nbgrader plug-ins, defined on first use (importing nbgrader costs seconds, and
+    the exercise notebooks import this module)."""
+    global _PLUGINS
+    if _PLUGINS:
+        return _PLUGINS
+    from nbgrader.api import MissingEntry
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.plugins.export import ExportPlugin
+    from nbgrader.preprocessors import NbGraderPreprocessor
+
+    class PlainMarkdown(NbGraderPreprocessor):
+        """nbgrader step of ``generate_assignment``: MyST-only markup -> plain Markdown
+        (:func:`plain_markdown`); the book's ``{solution-start}``/``{solution-end}`` cells go."""
+
+        def preprocess(self, nb, resources):
+            numbers, cells = itertools.count(1), []
+            for cell in nb.cells:
+                if cell.cell_type == "markdown":
+                    if _SOLUTION_WRAPPER.match(cell.source):
+                        continue
+                    cell.source = plain_markdown(cell.source, numbers)
+                cells.append(cell)
+            nb.cells = cells
+            return nb, resources
+
+    class GradebookCsv(ExportPlugin):
+        """``nbgrader export``: one row per student, one column per graded cell (its points), then
+        ``total`` and ``max_score``. Columns follow the cells' order in the source notebooks; a
+        student without a submission scores 0."""
+
+        def export(self, gradebook) -> None:
+            source = CourseDirectory(config=self.config)
+            assignments = sorted(a.name for a in gradebook.assignments
+                                 if not self.assignment or a.name in self.assignment)
+            columns = []  # (assignment, notebook, grade cell, max points)
+            for name in assignments:
+                for notebook in sorted(gradebook.find_assignment(name).notebooks, key=lambda n: n.name):
+                    cells = {c.name: c for c in notebook.grade_cells}
+                    folder = Path(source.format_path(source.source_directory, ".", name))
+                    path = folder / f"{notebook.name}.ipynb"
+                    order = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+                             for c in json.loads(path.read_text())["cells"]] if path.exists() else []
+                    ranked = sorted(cells, key=lambda g: (order.index(g) if g in order else len(order), g))
+                    columns += [(name, notebook.name, g, cells[g].max_score) for g in ranked]
+            with open(self.to or "grades.csv", "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["student", *[c[2] for c in columns], "total", "max_score"])
+                for student in sorted(gradebook.students, key=lambda s: s.id):
+                    if self.student and student.id not in self.student:
+                        continue
+                    points = []
+                    for assignment, notebook, cell, _ in columns:
+                        try:
+                            points.append(gradebook.find_grade(cell, notebook, assignment, student.id).score)
+                        except MissingEntry:
+                            points.append(0.0)
+                    writer.writerow([student.id, *[_points(p) for p in points], _points(sum(points)),
+                                     _points(sum(c[3] for c in columns))])
+
+    _PLUGINS = {"PlainMarkdown": PlainMarkdown, "GradebookCsv": GradebookCsv}
+    return _PLUGINS
+
+
+_PLUGINS: dict[str, type] = {}
+
+
+def __getattr__(name: str):  # tkmia.classroom.PlainMarkdown / GradebookCsv, for nbgrader's config
+    if name in ("PlainMarkdown", "GradebookCsv"):
+        return _nbgrader_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _points(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def configure_course(c, timeout: int = 30) -> None:
+    """The nbgrader configuration of the tkmia course (called by ``nbgrader_config.py``).
+
+    Args:
+        c: the config object of an ``nbgrader_config.py`` (``get_config()``).
+        timeout: seconds a cell may run when a submission is graded (``Execute.timeout``); a cell
+            still running then is interrupted, and its check scores 0.
+
+    Sets: ``generate_assignment`` rewrites MyST markup as plain Markdown first (``PlainMarkdown``);
+    ``autograde`` runs the notebooks in this interpreter's kernel, interrupts a cell after
+    ``timeout`` seconds, and adds back test cells a student deleted (``OverwriteCells.
+    add_missing_cells``); edited locked cells are restored from the gradebook (nbgrader's default);
+    ``export`` writes the question-level CSV (``GradebookCsv``).
+    """
+    from nbgrader.converters.generate_assignment import GenerateAssignment
+
+    from tkmia.book import ensure_kernel
+
+    if not isinstance(timeout, int) or timeout < 1:
+        raise ValueError(f"timeout must be a positive int (seconds), got {timeout!r}")
+    plugins = _nbgrader_classes()
+    c.CourseDirectory.course_id = "tkmia"
+    defaults = GenerateAssignment.class_traits()["preprocessors"].default()
+    c.GenerateAssignment.preprocessors = [plugins["PlainMarkdown"], *defaults]
+    c.Execute.timeout = timeout
+    c.Execute.error_on_timeout = {
+        "ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout} s",
+        "traceback": [f"\x1b[0;31mCellTimeoutError\x1b[0m: this cell ran longer than {timeout} s (an "
+                      "infinite loop?) and was stopped; its check scores 0"]}
+    c.Execute.kernel_name = ensure_kernel()
+    c.OverwriteCells.add_missing_cells = True
+    c.ExportApp.plugin_class = plugins["GradebookCsv"]
+
+
+_CONFIG = '''"""nbgrader configuration of the tkmia course (see book/exercises.md)."""
+from tkmia.classroom import configure_course
+
+configure_course(get_config(), timeout={timeout})  # noqa: F821 (get_config: given by nbgrader)
+'''
+
+
+def build_course(course_dir: str | Path, source_dir: str | Path = _REPO / "notebooks",
+                 assignments: Sequence[str] | None = None, timeout: int = 30) -> Path:
+    """Lay out an nbgrader course: ``source/<id>/<id>.ipynb`` for each exercise notebook of
+    ``source_dir`` (or only the ``assignments`` ids) and an ``nbgrader_config.py``.
+
+    Returns ``course_dir``. Raises ``FileNotFoundError`` when an id has no notebook.
+    """
+    course, found = Path(course_dir), {p.stem: p for p in exercise_notebooks(source_dir)}
+    if not found:
+        raise FileNotFoundError(f"no exercise notebook (14*_exercise_*.ipynb) in "
+                                f"{Path(source_dir).resolve()}: source_dir must hold the source notebooks")
+    ids = list(assignments) if assignments is not None else sorted(found)
+    unknown = [i for i in ids if i not in found]
+    if unknown:
+        raise FileNotFoundError(f"no exercise notebook for {unknown}; the exercises are {sorted(found)}")
+    for name in ids:
+        (course / "source" / name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found[name], course / "source" / name / f"{name}.ipynb")
+    (course / "nbgrader_config.py").write_text(_CONFIG.format(timeout=int(timeout)))
+    return course
+
+
+def _environment() -> dict[str, str]:
+    """This process's environment with this interpreter's scripts first on PATH (nbgrader calls the
+    ``alembic`` script of its own environment)."""
+    scripts = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")]),
+            "PYTHONWARNINGS": "ignore"}
+
+
+def _nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``nbgrader ARGS`` (this interpreter's) in ``course``; raise with its log on failure."""
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, text=True,
+                          capture_output=True, env=_environment())
+    if "Exception while loading config file" in done.stderr:  # traitlets logs it and goes on
+        raise RuntimeError(f"{course / 'nbgrader_config.py'} failed to load:\n{done.stderr[-3000:]}")
+    if check and done.returncode != 0:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed (exit {done.returncode}):\n"
+                           + (done.stdout + done.stderr)[-3000:])
+    return done
+
+
+def assign(out_dir: str | Path = "assignments", source_dir: str | Path = _REPO / "notebooks",
+           course_dir: str | Path | None = None, assignments: Sequence[str] | None = None) -> list[Path]:
+    """Write the student version of every exercise notebook into ``out_dir`` (same file names).
+
+    Runs ``nbgrader generate_assignment ID --force`` in ``course_dir`` (a temporary course when
+    None, built by :func:`build_course`): solutions become ``raise NotImplementedError()``, hidden
+    tests disappear, locked cells are marked read-only, MyST becomes plain Markdown.
+    Returns the written paths.
+    """
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="tkmia-course-") as scratch:
+        course = Path(course_dir) if course_dir is not None else Path(scratch)
+        build_course(course, source_dir, assignments)
+        ids = list(assignments) if assignments is not None else sorted(p.stem for p in
+                                                                       exercise_notebooks(source_dir))
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        _nbgrader(course, "generate_assignment", "*", "--force")  # every assignment of the course
+        for name in ids:
+            target = out / f"{name}.ipynb"
+            shutil.copyfile(course / "release" / name / f"{name}.ipynb", target)
+            written.append(target)
+    return written
+
+
+@dataclasses.dataclass
+class Grading:
+    """What :func:`grade` wrote: the gradebook CSV, the feedback folder, the report lines (one per
+    anomaly: missing, empty or unreadable notebook, deleted or edited test cell, failed grading) and
+    the wall-clock seconds of the whole cycle."""
+
+    gradebook: Path
+    feedback: Path
+    report: list[str]
+    seconds: float
+
+
+def _cells_by_id(nb: dict) -> dict[str, dict]:
+    return {c["metadata"]["nbgrader"]["grade_id"]: c for c in nb.get("cells", [])
+            if "grade_id" in c.get("metadata", {}).get("nbgrader", {})}
+
+
+def _inspect(path: Path, release: dict, student: str, name: str) -> list[str]:
+    """Report lines for one submission compared with the released notebook."""
     try:
-        written = write_assignments(args.src, args.out)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"tkmia.classroom: error: {err}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+        nb = json.loads(path.read_text())
+        cells = nb["cells"]
+    except (ValueError, KeyError, TypeError) as err:
+        return [f"{student}/{name}.ipynb: unreadable notebook ({type(err).__name__}): nbgrader cannot "
+                "grade it, it scores 0"]
+    if not cells:
+        return [f"{student}/{name}.ipynb: empty notebook (no cells): nbgrader adds the test cells back, "
+                "they fail, it scores 0"]
+    lines, mine = [], _cells_by_id(nb)
+    for grade_id, cell in _cells_by_id(release).items():
+        info = cell["metadata"]["nbgrader"]
+        if grade_id not in mine:
+            kind = "test" if info.get("grade") else "solution" if info.get("solution") else "locked"
+            what = ("nbgrader adds it back and grades it" if info.get("grade")
+                    else "its code is missing when the notebook runs")
+            lines.append(f"{student}/{name}.ipynb: {kind} cell {grade_id!r} deleted: {what}")
+        elif info.get("locked") and "".join(mine[grade_id]["source"]) != "".join(cell["source"]):
+            lines.append(f"{student}/{name}.ipynb: locked cell {grade_id!r} edited: nbgrader restores it "
+                         "from the gradebook (checksum) before grading")
+    return lines
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def grade(submissions: str | Path, out_dir: str | Path, source_dir: str | Path = _REPO / "notebooks",
+          timeout: int = 30, course_dir: str | Path | None = None) -> Grading:
+    """Grade a plain folder ``submissions/<student>/<notebook>.ipynb`` with nbgrader.
+
+    Builds an nbgrader course (``course_dir``, a temporary one when None) from the exercise
+    notebooks, generates the assignments the submissions name, registers the students, then runs
+    ``nbgrader autograde``, ``generate_feedback`` and ``export``. Writes into ``out_dir``:
+    ``gradebook.csv`` (one row per student, one column per question, ``total``, ``max_score``),
+    ``feedback/<student>/<notebook>.html`` and ``report.txt`` (the report lines).
+
+    Args:
+        timeout: seconds a cell may run (an infinite loop is interrupted and its check scores 0).
+
+    Raises:
+        FileNotFoundError: ``submissions`` has no ``<student>/<exercise notebook>.ipynb``.
+    """
+    start = time.perf_counter()
+    submissions, out = Path(submissions), Path(out_dir)
+    known = {p.stem for p in exercise_notebooks(source_dir)}
+    students = sorted(p.name for p in submissions.iterdir() if p.is_dir()) if submissions.is_dir() else []
+    report = [f"{s}/{p.name}: not an exercise notebook ({', '.join(sorted(known))}): ignored"
+              for s in students for p in sorted((submissions / s).glob("*.ipynb")) if p.stem not in known]
+    ids = sorted({p.stem for s in students for p in (submissions / s).glob("*.ipynb")} & known)
+    if not ids:
+        raise FileNotFoundError(f"no <student>/<exercise notebook>.ipynb in {submissions.resolve()}; "
+                                f"the exercise notebooks are {sorted(known)}")
+    with tempfile.TemporaryDirectory(prefix="tkmia-course-") as scratch:
+        course = Path(course_dir) if course_dir is not None else Path(scratch)
+        build_course(course, source_dir, ids, timeout=timeout)
+        _nbgrader(course, "generate_assignment", "*", "--force")
+        roster = course / "students.csv"
+        roster.write_text("id\n" + "".join(f"{s}\n" for s in students))
+        _nbgrader(course, "db", "student", "import", str(roster))
+        for name in ids:
+            release = json.loads((course / "release" / name / f"{name}.ipynb").read_text())
+            for student in students:
+                path = submissions / student / f"{name}.ipynb"
+                if not path.exists():
+                    report.append(f"{student}/{name}.ipynb: missing: it scores 0")
+                    continue
+                lines = _inspect(path, release, student, name)
+                report += lines
+                if lines and "unreadable" in lines[0]:
+                    continue
+                target = course / "submitted" / student / name / f"{name}.ipynb"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+        _nbgrader(course, "autograde", "*", "--force", check=False)  # goes on past a failing notebook
+        _nbgrader(course, "generate_feedback", "*", "--force", check=False)
+        for name in ids:
+            for student in students:
+                graded = course / "autograded" / student / name / f"{name}.ipynb"
+                if (course / "submitted" / student / name).exists() and not graded.exists():
+                    report.append(f"{student}/{name}.ipynb: nbgrader could not grade it: it scores 0")
+                html = course / "feedback" / student / name / f"{name}.html"
+                if html.exists():
+                    (out / "feedback" / student).mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(html, out / "feedback" / student / f"{name}.html")
+        out.mkdir(parents=True, exist_ok=True)
+        gradebook = out / "gradebook.csv"
+        _nbgrader(course, "export", "--to", str(gradebook.resolve()))
+    (out / "report.txt").write_text("".join(f"{line}\n" for line in report))
+    (out / "feedback").mkdir(parents=True, exist_ok=True)
+    return Grading(gradebook, out / "feedback", report, time.perf_counter() - start)
+
+
+_install_check_display()

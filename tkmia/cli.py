@@ -13,7 +13,7 @@ import sys
 import warnings
 
 # Modules of tkmia.commands, each adding one or more sub-commands.
-COMMAND_MODULES = ("data", "train", "attack", "experiment", "report", "run")
+COMMAND_MODULES = ("data", "train", "attack", "experiment", "report", "run", "classroom")
 
 
 def build_parser() -> argparse.ArgumentParser:
