@@ -134,3 +134,32 @@ def test_cli_train_and_data_show(tiny_profile, tmp_path, capsys):
 def test_cli_reports_a_bad_profile(capsys):
     assert cli.main(["train", "--profile", "imagenet"]) == 2
     assert "imagenet" in capsys.readouterr().err
+
+
+def test_damaged_checkpoints_name_the_folder(tmp_path):
+    from tkmia.training import load_checkpoint, save_checkpoint
+
+    model = CompactCNN(num_classes=20, width=4)
+    save_checkpoint(model, tmp_path, {"note": "x"})
+    fresh, meta = load_checkpoint(CompactCNN(num_classes=20, width=4), tmp_path)
+    assert meta["note"] == "x"
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:64])
+    with pytest.raises(ValueError, match=f"checkpoint in {tmp_path} is unreadable .*delete the folder"):
+        load_checkpoint(CompactCNN(num_classes=20, width=4), tmp_path)
+    save_checkpoint(model, tmp_path, {"note": "x"})
+    with pytest.raises(ValueError, match="does not fit the model"):
+        load_checkpoint(CompactCNN(num_classes=20, width=8), tmp_path)
+
+
+def test_check_device():
+    from tkmia.training import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'gpu' is not a torch device"):
+        check_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+            check_device("cuda")
+    with pytest.raises(ValueError, match="cuda:99"):
+        check_device("cuda:99")
