@@ -10,12 +10,17 @@ STAMP  := $(VENV)/.tkmia-installed
 PROFILE ?= default
 DATA_ROOT ?=
 
-.PHONY: help install test lint book notebooks bench clean browser-check assignments
+# The rerun that `make report` renders (the browser check looks at it): one chapter, tiny parameters.
+REPORT_RUN ?= notebooks/02_measures.ipynb -p k 2 -p num_classes 6 -p seed 1
+
+.PHONY: help install test lint book notebooks bench clean browser-check assignments lab report
 
 help:
 	@echo "make book         execute the notebooks (when changed) and build the book into _build/html"
 	@echo "                  (PROFILE=$(PROFILE) DATA_ROOT=$(DATA_ROOT))"
 	@echo "make test         run the test suite (lint, unit tests, notebooks with tiny parameters)"
+	@echo "make lab          JupyterLab on 127.0.0.1 with the tkmia kernel, opened on notebooks/"
+	@echo "make report       rerun one chapter with tiny parameters (tkmia run): page + notebook in _build/runs"
 	@echo "make bench        run the benchmarks in benchmarks/ and print their tables"
 	@echo "make browser-check open every page of the built book in headless Chromium"
 	@echo "make assignments  write student versions of the exercise notebooks to assignments/ (nbgrader)"
@@ -52,11 +57,26 @@ book: notebooks
 	$(BIN)/jupyter-book build -W --keep-going --quiet .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-# Open every page of the built book in headless Chromium (Debian's /usr/bin/chromium).
-browser-check: $(STAMP)
+# JupyterLab on 127.0.0.1 (never another interface), opened on notebooks/; new notebooks get the
+# tkmia kernel (this .venv's Python; the notebooks' own "python3" is the same interpreter here).
+# Kernels talk over local IPC sockets, so no "running over TCP without encryption" warning.
+lab: $(STAMP)
+	$(BIN)/python -c "from tkmia.book import ensure_kernel; ensure_kernel()"
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+	    --MappingKernelManager.default_kernel_name=tkmia --KernelManager.transport=ipc \
+	    $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# One chapter rerun with tiny parameters, as a reader would: the rendered page and the executed
+# notebook in _build/runs/<notebook>--<parameters>/ (tkmia run prints both paths).
+report: $(STAMP)
+	$(BIN)/tkmia run $(REPORT_RUN)
+
+# Open every page of the built book, and the rerun report, in headless Chromium (Debian's
+# /usr/bin/chromium): console, raw roles, figure legibility, links; screenshots in _build/screenshots.
+browser-check: $(STAMP) report
 	@test -f _build/html/index.html || { echo "no book in _build/html: run make book first"; exit 2; }
 	@test -x /usr/bin/chromium || { echo "needs /usr/bin/chromium: apt-get install chromium"; exit 2; }
-	$(BIN)/python .ci/browser_check.py --html _build/html --screenshots _build/screenshots
+	$(BIN)/python .ci/browser_check.py --html _build/html --runs _build/runs --screenshots _build/screenshots
 
 # Student versions of the exercise notebooks in assignments/: nbgrader generate_assignment in a
 # temporary course (solutions and hidden tests removed, MyST as plain Markdown). To grade:
