@@ -261,6 +261,15 @@ def _call(images=None, labels=None, specified=None, ids=None, **kw):
         ({"images": torch.full((4, 3, 8, 8), float("nan"))}, "finite"),
         ({"specified": torch.ones(4, C + 1)}, "specified must have the shape"),
         ({"specified": "vehicles"}, "specified must be an"),
+        ({"record_history": "yes"}, "record_history must be True or False"),
+        ({"box": (0.0, float("nan"))}, "box must be a pair of finite numbers"),
+        ({"lr": "5e-4"}, "lr must be a number, got '5e-4'"),
+        ({"k": 3.0}, r"k must be an int, got 3\.0"),
+        ({"images": torch.rand(4, 1, 8, 8)}, r"model failed on images of shape \(4, 1, 8, 8\)"),
+        ({"specified": Specification(torch.full((4, C), 0.5), torch.ones(4, dtype=torch.bool),
+                                     torch.ones(4, dtype=torch.long))}, "specified.specified must hold"),
+        ({"specified": Specification(torch.ones(4, C, dtype=torch.bool), torch.ones(4, dtype=torch.bool),
+                                     torch.zeros(4, dtype=torch.long))}, r"required >= 1"),
     ],
 )
 def test_bad_input_raises_named_error(kwargs, match):

@@ -212,3 +212,18 @@ def test_masked_amax_and_amin(dtype):
     assert top.tolist() == [3.0, torch.finfo(dtype).min] and top.dtype == dtype
     assert bottom.tolist() == [-2.0, torch.finfo(dtype).max]
     assert rx.masked_amax(values, mask, keepdim=True).shape == (2, 1)
+
+
+def test_loss_inputs_of_the_wrong_shape_are_named():
+    from tkmia.attacks.ml_cw_u import ml_cw_u_loss
+    from tkmia.attacks.tkml_ap_u import tkml_ap_u_loss
+
+    scores = torch.rand(2, 4)
+    with pytest.raises(ValueError, match=r"labels must be a tensor of the shape of scores \(2, 4\)"):
+        rx.tkmia_loss(scores, torch.ones(2, 5), torch.ones(2, 4), 2)
+    with pytest.raises(ValueError, match="specified must be a tensor of the shape of scores"):
+        rx.tkmia_loss(scores, torch.ones(2, 4), torch.ones(4), 2)
+    with pytest.raises(ValueError, match=r"scores must be a floating \(N, C\) tensor"):
+        tkml_ap_u_loss(torch.rand(4), torch.ones(4), 2)
+    with pytest.raises(ValueError, match="labels must be a tensor"):
+        ml_cw_u_loss(scores, [[1, 0, 0, 0]] * 2)

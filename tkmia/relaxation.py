@@ -36,6 +36,21 @@ def _check_m(v: Tensor, m: int) -> int:
     return m
 
 
+def _check_loss_inputs(scores: Tensor, **masks: Tensor) -> None:
+    """Shapes of a loss's inputs: scores (N, C) floating, every mask the same shape (no sync)."""
+    if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.is_floating_point():
+        raise ValueError(
+            f"scores must be a floating (N, C) tensor of logits, got "
+            f"{getattr(scores, 'shape', type(scores).__name__)}"
+        )
+    for name, mask in masks.items():
+        if not isinstance(mask, Tensor) or mask.shape != scores.shape:
+            raise ValueError(
+                f"{name} must be a tensor of the shape of scores {tuple(scores.shape)}, got "
+                f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
+            )
+
+
 def masked_amax(values: Tensor, mask: Tensor, keepdim: bool = False) -> Tensor:
     """The largest entry of ``values`` where ``mask`` is true, along the last dimension.
 
@@ -146,6 +161,7 @@ def tkmia_loss(
         >>> tkmia_loss(f, y, torch.tensor([[1.0, 0, 0, 0]]), k=2)
         tensor([5.])
     """
+    _check_loss_inputs(scores, labels=labels, specified=specified)
     num_classes = scores.shape[-1]
     k = _as_int(k, "k")
     if not 1 <= k <= num_classes - 1:

@@ -266,6 +266,8 @@ class Attack:
         self.lr, self.max_iter, self.weight_decay, self.momentum = lr, max_iter, weight_decay, momentum
         self.box = (float(box[0]), float(box[1]))
         self.parametrisation = parametrisation
+        if not isinstance(record_history, bool | np.bool_):
+            raise TypeError(f"record_history must be True or False, got {record_history!r}")
         self.record_history = bool(record_history)
 
     def _hyper(self) -> dict:
@@ -369,6 +371,12 @@ class Attack:
             spec = specified.select(clean_scores, truth.to(clean_scores.dtype), self.k, ids=ids)
         elif isinstance(specified, Specification):
             spec = specified
+            if not isinstance(spec.specified, Tensor) or spec.specified.shape != clean_scores.shape:
+                raise ValueError(
+                    f"specified.specified must be an (N, C) = {tuple(clean_scores.shape)} tensor, got "
+                    f"{getattr(spec.specified, 'shape', type(spec.specified).__name__)}"
+                )
+            _check_labels(spec.specified.to(clean_scores.dtype), clean_scores, "specified.specified")
         elif isinstance(specified, Tensor):
             spec = Specification.from_mask(
                 specified.to(clean_scores.dtype), clean_scores, truth.to(clean_scores.dtype), self.k
@@ -488,7 +496,13 @@ class Attack:
 
         with _eval_mode(self.model):
             with torch.no_grad():
-                clean_scores = self._scores(start, 0, None, ids)
+                try:
+                    clean_scores = self._scores(start, 0, None, ids)
+                except RuntimeError as error:  # e.g. a shape the model cannot take
+                    raise ValueError(
+                        f"model failed on images of shape {tuple(images.shape)} (box {self.box}): "
+                        f"{error}"
+                    ) from error
             num_classes = clean_scores.shape[1]
             _check_k(self.k, num_classes, num_classes - 1)
             spec = self._specify(specified, clean_scores, labels, ids)

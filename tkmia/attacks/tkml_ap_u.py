@@ -10,7 +10,7 @@ from torch import Tensor
 
 from tkmia.attacks.engine import Attack
 from tkmia.metrics import _as_int
-from tkmia.relaxation import average_top_k, masked_amax
+from tkmia.relaxation import _check_loss_inputs, average_top_k, masked_amax
 
 __all__ = ["TkMLAPU", "tkml_ap_u_loss"]
 
@@ -30,6 +30,7 @@ def tkml_ap_u_loss(scores: Tensor, labels: Tensor, k: int) -> Tensor:
         >>> tkml_ap_u_loss(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[0.0, 1.0, 0.0]]), k=1)
         tensor([0.5000])
     """
+    _check_loss_inputs(scores, labels=labels)
     num_classes = scores.shape[-1]
     k = _as_int(k, "k")
     if not 1 <= k <= num_classes - 1:
