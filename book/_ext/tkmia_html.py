@@ -5,8 +5,12 @@
 - sphinx-thebe, which Jupyter Book always loads, is taken out of every page: its scripts, its
   stylesheet and the ``x-thebe-config`` block that names a Binder repository unrelated to tkmia
   (the book has no launch buttons; ``make lab`` runs the notebooks locally).
-- The theme's own debug chatter (``console.log("[PST]: Changed to light mode ...")``, ``[SBT]``
-  lines) is filtered by a small script that runs before the theme's; warnings and errors pass.
+- The theme's colour mode has a default (``auto``: the reader's system setting; pydata-sphinx-theme
+  takes ``default_mode`` from the page context): without one, every
+  page logged "Got invalid theme mode: . Resetting to auto." as a console error.
+- The theme's own debug chatter (``console.log("[PST]: Changed to auto mode ...")``, ``[SBT]`` and
+  ``[togglebutton]`` lines) is filtered by a small script that runs before the theme's; warnings
+  and errors pass.
 - Each chapter's download menu offers both notebooks: the executed one (what the page shows) and the
   source one from ``notebooks/`` (no outputs, with its ``parameters`` cell), copied to
   ``_notebooks/`` in the HTML output.
@@ -20,7 +24,8 @@ from pathlib import Path
 from docutils import nodes
 
 _CHATTER = """(function () {
-  const chatter = /^\\[(PST|SBT)\\]/;  // pydata-sphinx-theme / sphinx-book-theme debug lines
+  // pydata-sphinx-theme, sphinx-book-theme and sphinx-togglebutton debug lines
+  const chatter = /^\\[(PST|SBT|togglebutton)\\]/;
   for (const level of ["log", "info", "debug"]) {
     const original = console[level].bind(console);
     console[level] = (...args) => {
@@ -43,6 +48,7 @@ def _is_thebe(asset) -> bool:
 
 
 def clean_scripts(app, pagename, templatename, context, doctree):
+    context.setdefault("default_mode", "auto")  # pydata-sphinx-theme reads it from the context
     scripts = context.get("script_files")
     if scripts:
         seen, unique = set(), []
