@@ -8,7 +8,8 @@ Serves ``_build/html`` on 127.0.0.1, visits each page and fails on:
 - an internal request answered 4xx/5xx or failed, an image that does not load, an internal link to a
   missing page or anchor, maths that MathJax did not typeset;
 - raw ``{glue`` or ``{exercise`` text outside code (a role or directive that did not render);
-- an experiment chapter without a figure or a table;
+- an experiment chapter without a figure or a table; a chapter without its "Rerun this chapter" box
+  or without download links to both its source notebook and its executed notebook;
 - a figure scaled below the legibility bound. For each figure (``main img``) the check reads its
   natural width and its resolution (the dpi matplotlib writes in the PNG's pHYs chunk) and the width
   it is displayed at; the smallest text of the figure renders at about
@@ -192,6 +193,12 @@ def check(root: Path, screenshots: Path, runs: Path | None = None) -> list[str]:
             if rel.startswith("book/chapters/") and not page.evaluate(
                     "document.querySelectorAll('main .rerun-box').length"):
                 errors.append("no 'Rerun this chapter' box")
+            if rel.startswith("book/chapters/"):
+                downloads = page.evaluate(
+                    "Array.from(document.querySelectorAll('a[href$=\".ipynb\"]')).map(a => a.href)")
+                kinds = {kind for kind in ("/_notebooks/", "/_sources/") for h in downloads if kind in h}
+                if len(kinds) < 2:
+                    errors.append(f"no download of both the source and the executed notebook: {downloads}")
             if stem in SCREENSHOTS:
                 _screenshot(page, screenshots / f"chapter_{stem}.png")
             problems.extend(f"{rel}: {e}" for e in errors)
