@@ -210,3 +210,54 @@ def test_detection_verdict_compares_with_the_realised_false_alarm_rate():
     assert verdicts["tkmia_ap_verdict"] == "not detected"
     no_success = pd.DataFrame(rows).assign(detection=float("nan"))
     assert np.isnan(plots.detection_verdicts(no_success, alpha=0.05)["tkmia_paper_ratio"])
+
+
+def test_prose_formats_keep_distinct_values_distinct():
+    assert st.format_signed(0.0) == "0" and st.format_signed(-0.00042) == "−0.00042"
+    assert st.format_signed(0.125) == "+0.125" and st.format_signed(float("nan")) == "–"
+    assert st.format_percent(0.99996) == "99.996%" and st.format_percent(1.0) == "100%"
+    assert st.format_percent(0.00001) != "0.0%" and st.format_percent(0.4567) == "45.7%"
+    # two values equal to 3 significant digits get the digits that tell them apart; equal ones stay equal
+    assert st.distinct_numbers([0.01231, 0.01234, 0.01231]) == ["0.01231", "0.01234", "0.01231"]
+    assert st.distinct_numbers([-0.0004, 0.0, 1 / 3], "signed") == ["−0.0004", "0", "+0.333"]
+    assert st.distinct_numbers([0.5, 0.50004], "percent") == ["50.000%", "50.004%"]
+    assert st.distinct_numbers([0.5, float("nan")]) == ["0.5", "–"]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        st.distinct_numbers([1.0], "fixed")
+
+
+def test_summary_prose_agrees_with_the_table():
+    records = experiment_records(("tkmia", "tkml_ap_u", "ml_cw_u", "kfool"), ks=(2, 3), n=6)
+    table = summarize(records)
+    text = plots.summary_prose(table, 3)
+    row = table[(table["k"] == 3) & (table["method"] == "kfool")].iloc[0]
+    assert text["kfool_success_rate"] == st.format_percent(row["success_rate"])
+    assert text["kfool_delta_precision_at_k"] == st.format_signed(row["delta_precision_at_k"])
+    assert text["tkmia_delta_precision_at_k"] == "0"  # TkMIA keeps every measure: no "+0.000"
+    assert text["k"] == "3" and text["n"] == str(int(row["n"]))
+    claim = plots.claim_frame(table).set_index("k").loc[3]
+    assert text["tkmia_worst"] == "0" and float(text["baselines_least"]) == pytest.approx(claim["baselines"])
+    assert text["focus_verdict"] == "holds" and text["verdict"] == "holds"
+    tkmia_pert = table[(table["k"] == 3) & (table["method"] == "tkmia")]["pert_l2_255"].iloc[0]
+    assert float(text["pert_ratio"]) == pytest.approx(row["pert_l2_255"] / tkmia_pert, rel=1e-2)
+    with pytest.raises(ValueError, match="k = 4 must be one k of the table"):
+        plots.summary_prose(table, 4)
+
+
+def test_verdict_prose_reads_right_for_every_ratio():
+    rows = []
+    for method, rate in (("tkmia", 0.08), ("kfool", 0.9)):
+        for stat in ("precision_at_k", "map_at_k", "ndcg_at_k", "average_precision", "topk_margin"):
+            rows.append({"method": method, "statistic": stat, "threshold": 0.5, "false_alarm": 0.005,
+                         "detection": rate if stat == "precision_at_k" else 0.0, "n_attacks": 100})
+    table = pd.DataFrame(rows)
+    text = plots.verdict_prose(plots.detection_verdicts(table, alpha=0.05))
+    assert text["tkmia_paper_max"] == "0.08" and text["tkmia_paper_alarm"] == "0.005"
+    assert text["tkmia_paper_ratio"] == "so TkMIA's images are flagged 16 times as often as clean ones"
+    assert text["tkmia_paper_verdict"] == "detected"
+    never = plots.verdict_prose(plots.detection_verdicts(table.assign(false_alarm=0.0), alpha=0.05))
+    assert never["tkmia_paper_ratio"] == "so some of TkMIA's images are flagged while no clean image is"
+    quiet = plots.verdict_prose(plots.detection_verdicts(table.assign(false_alarm=0.0, detection=0.0), 0.05))
+    assert quiet["tkmia_paper_ratio"] == "so neither TkMIA's images nor clean ones are flagged"
+    with pytest.raises(ValueError, match="detection_verdicts"):
+        plots.verdict_prose({"tkmia_paper_max": 0.1})

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tkmia.monitoring import STATISTICS, average_precision, detection_table
 from tkmia.plots.experiments import METHOD_NAMES, method_label
 from tkmia.plots.measures import MEASURE_NAMES
-from tkmia.plots.theme import PAGE_WIDTH_IN, method_palette, panel_grid, style
+from tkmia.plots.theme import PAGE_WIDTH_IN, distinct_numbers, method_palette, panel_grid, style
 from tkmia.report import summarize
 from tkmia.selection import GlobalSelection, RandomSelection
 
@@ -44,6 +44,7 @@ __all__ = [
     "plot_budget",
     "plot_detection",
     "detection_verdicts",
+    "verdict_prose",
     "detection_curve_frame",
     "plot_detection_curves",
     "parametrisation_summary",
@@ -389,6 +390,35 @@ def detection_verdicts(table: pd.DataFrame, alpha: float, attack: str = "tkmia")
         "tkmia_margin_verdict": verdict(attack, ["topk_margin"]),
         "tkmia_smart_verdict": verdict(attack, ["average_precision", "topk_margin"]),
     }
+
+
+_VERDICT_RATES = ("tkmia_paper_max", "tkmia_paper_alarm", "false_alarm_paper_max", "baselines_paper_min",
+                  "tkmia_ap", "tkmia_margin", "false_alarm_ap", "false_alarm_margin")
+
+
+def verdict_prose(verdicts: dict) -> dict[str, str]:
+    """:func:`detection_verdicts` as the text the monitoring chapter glues: the rates formatted
+    together (:func:`tkmia.plots.distinct_numbers`, so a detection rate never reads equal to a
+    different false-alarm rate), the verdict words unchanged, and ``tkmia_paper_ratio`` as a
+    clause that reads right in every case ("so TkMIA's images are flagged 16 times as often as
+    clean ones", "... while no clean image is", ...)."""
+    missing = sorted({*_VERDICT_RATES, "tkmia_paper_ratio"} - set(verdicts))
+    if missing:
+        raise ValueError(f"verdicts lacks {missing}; pass the output of detection_verdicts")
+    out = {name: str(value) for name, value in verdicts.items() if isinstance(value, str)}
+    texts = distinct_numbers([verdicts[name] for name in _VERDICT_RATES])
+    out.update(zip(_VERDICT_RATES, texts, strict=True))
+    ratio, top = float(verdicts["tkmia_paper_ratio"]), float(verdicts["tkmia_paper_max"])
+    if np.isfinite(ratio):
+        out["tkmia_paper_ratio"] = (f"so TkMIA's images are flagged {distinct_numbers([ratio])[0]} times "
+                                    "as often as clean ones")
+    elif ratio == float("inf"):
+        out["tkmia_paper_ratio"] = "so some of TkMIA's images are flagged while no clean image is"
+    elif top == 0:
+        out["tkmia_paper_ratio"] = "so neither TkMIA's images nor clean ones are flagged"
+    else:
+        out["tkmia_paper_ratio"] = "and there is no successful TkMIA image to compare"
+    return out
 
 
 def detection_curve_frame(records: pd.DataFrame, alphas: Sequence[float] | None = None) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from torch import Tensor
 from tkmia.attacks import METHODS
 from tkmia.metrics import MEASURES
 from tkmia.plots.measures import MEASURE_NAMES
-from tkmia.plots.theme import method_palette, panel_grid, style, tidy_table
+from tkmia.plots.theme import distinct_numbers, method_palette, panel_grid, style, tidy_table
 
 __all__ = [
     "METHOD_NAMES",
@@ -39,6 +39,7 @@ __all__ = [
     "fairness_frame",
     "claim_frame",
     "claim_summary",
+    "summary_prose",
     "topk_changes",
     "measure_outcomes",
     "typical_samples",
@@ -444,6 +445,52 @@ def claim_summary(table: pd.DataFrame) -> dict[str, str]:
         return {"verdict": "does not hold", "where": f"for no k of the grid ({listed})"}
     return {"verdict": "holds only in part",
             "where": f"for k = {', '.join(map(str, good))} only, not for k = {', '.join(map(str, bad))}"}
+
+
+_PROSE_RATES = ("success_rate", "imperceptible_rate")
+_PROSE_DELTAS = ("delta_precision_at_k", "delta_map_at_k", "delta_ndcg_at_k")
+
+
+def summary_prose(table: pd.DataFrame, k: int) -> dict[str, str]:
+    """The numbers the prose of the scheme chapters quotes at one ``k`` of a
+    :func:`tkmia.report.summarize` table, as text formatted together so that distinct values read
+    distinct (:func:`tkmia.plots.distinct_numbers`): rates as percentages, Δs signed to at least 3
+    significant digits, Pert and iterations to 3.
+
+    Keys: ``<method>_<column>`` for each method of :data:`tkmia.attacks.METHODS` (a method absent
+    from the table reads "–") and column success_rate, imperceptible_rate, pert_l2_255, iterations,
+    delta_precision_at_k, delta_map_at_k, delta_ndcg_at_k; ``k``; ``n`` (eligible samples per
+    method); ``pert_ratio`` (kFool's mean Pert over TkMIA's); ``tkmia_worst`` and
+    ``baselines_least`` (:func:`claim_frame` at ``k``) with ``focus_verdict`` ("holds" or "does not
+    hold" at ``k``); ``verdict`` and ``where`` over the whole grid (:func:`claim_summary`).
+    Book chapters "Global selection scheme" and "Random selection scheme".
+    """
+    _require(table, ["scheme", "k", "method", "n", "pert_l2_255", "iterations", *_PROSE_RATES,
+                     *_PROSE_DELTAS], "table")
+    focus = table[table["k"] == k]
+    if focus.empty or focus["method"].duplicated().any():
+        raise ValueError(f"k = {k} must be one k of the table (one row per method), whose k values "
+                         f"are {sorted(table['k'].unique())} and schemes {sorted(table['scheme'].unique())}")
+    focus = focus.set_index("method").reindex(list(METHODS))
+    out: dict[str, str] = {"k": f"{int(k):d}", "n": f"{int(focus['n'].max()):d}"}
+    groups = ((_PROSE_RATES, "percent"), (_PROSE_DELTAS, "signed"), (("pert_l2_255",), "plain"),
+              (("iterations",), "plain"))
+    for columns, kind in groups:
+        keys = [(m, c) for m in METHODS for c in columns]
+        texts = distinct_numbers([focus.loc[m, c] for m, c in keys], kind)
+        out.update({f"{m}_{c}": text for (m, c), text in zip(keys, texts, strict=True)})
+    ratio = focus.loc["kfool", "pert_l2_255"] / focus.loc["tkmia", "pert_l2_255"]
+    out["pert_ratio"] = distinct_numbers([ratio])[0]
+    claim = claim_frame(table)
+    claim = claim[claim["k"] == k]
+    if len(claim) != 1:
+        raise ValueError(f"table must hold one scheme, got {sorted(table['scheme'].unique())}; "
+                         "pass one scheme's rows")
+    claim = claim.iloc[0]
+    out["tkmia_worst"], out["baselines_least"] = distinct_numbers([claim["tkmia"], claim["baselines"]])
+    out["focus_verdict"] = "holds" if bool(claim["holds"]) else "does not hold"
+    out.update(claim_summary(table))
+    return out
 
 
 def topk_changes(rows: pd.DataFrame) -> pd.DataFrame:

@@ -31,6 +31,9 @@ __all__ = [
     "smallest_font_px",
     "panels_per_row",
     "format_number",
+    "format_signed",
+    "format_percent",
+    "distinct_numbers",
     "column_formats",
     "tidy_table",
 ]
@@ -181,6 +184,71 @@ def format_number(value, digits: int = 3) -> str:
             return f"{int(value):d}"
         return f"{value:.{digits}g}"
     return str(value)
+
+
+def format_signed(value, digits: int = 3) -> str:
+    """A change as the book prints it: "0" for no change, otherwise a sign (+ or −) and
+    :func:`format_number` of its size (``%.3g``, so that −0.0004 does not read as −0.000).
+
+    Example:
+        >>> [format_signed(v) for v in (0.0, -0.00042, 0.125, float("nan"))]
+        ['0', '−0.00042', '+0.125', '–']
+    """
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return "–"
+    value = float(value)
+    if value == 0:
+        return "0"
+    return ("+" if value > 0 else "−") + format_number(abs(value), digits)
+
+
+def format_percent(value, decimals: int = 1) -> str:
+    """A fraction in [0, 1] as a percentage with ``decimals`` decimals, with more decimals where
+    rounding would make a value that is not 0 or 1 read as 0% or 100%.
+
+    Example:
+        >>> [format_percent(v) for v in (0.4567, 0.99996, 1.0, float("nan"))]
+        ['45.7%', '99.996%', '100%', '–']
+    """
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return "–"
+    value = float(value)
+    if value in (0.0, 1.0):
+        return f"{value:.0%}"
+    for d in range(decimals, decimals + 8):
+        text = f"{value:.{d}%}"
+        if text not in (f"{0:.{d}%}", f"{1:.{d}%}"):
+            return text
+    return text
+
+
+_FORMATS = {"plain": format_number, "signed": format_signed, "percent": format_percent}
+
+
+def distinct_numbers(values, kind: str = "plain", digits: int | None = None) -> list[str]:
+    """``values`` formatted together for prose, with the fewest digits (at least ``digits``:
+    3 significant for "plain" and "signed", 1 decimal for "percent") that keep distinct values
+    distinct, so that a sentence comparing two of them never shows them equal when they are not.
+
+    Args:
+        values: numbers (NaN reads "–").
+        kind: "plain" (:func:`format_number`), "signed" (:func:`format_signed`, changes) or
+            "percent" (:func:`format_percent`, fractions).
+    Example:
+        >>> distinct_numbers([0.01231, 0.01234])
+        ['0.01231', '0.01234']
+    """
+    if kind not in _FORMATS:
+        raise ValueError(f"kind must be one of {sorted(_FORMATS)}, got {kind!r}")
+    fmt = _FORMATS[kind]
+    values = [float(v) for v in values]
+    start = digits if digits is not None else (1 if kind == "percent" else 3)
+    finite = sorted({v for v in values if np.isfinite(v)})
+    for d in range(start, start + 10):
+        texts = [fmt(v, d) for v in values]
+        if len({fmt(v, d) for v in finite}) == len(finite):
+            return texts
+    return texts
 
 
 def column_formats(frame: pd.DataFrame, digits: int = 3, percent: Iterable[str] = (),
