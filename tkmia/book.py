@@ -618,20 +618,32 @@ class Rerun:
 def build_report(notebook: str | Path, out: str | Path) -> Path:
     """Render one executed notebook as an HTML page (Jupyter Book's single-page build) into ``out``.
 
-    Uses the book's extensions and bibliography, with glue rendered and no execution. Returns the
-    page's path (``out/<name>.html``). Raises ``RuntimeError`` with the build's last lines on failure.
+    Uses the book's extensions and bibliography (a "References" section is added to a page that
+    cites), with glue rendered and no execution. Returns the page's path (``out/<name>.html``).
+    Raises ``RuntimeError`` with the build's last lines on failure.
     """
+    import nbformat
+
     notebook, out = Path(notebook).resolve(), Path(out).resolve()
     with tempfile.TemporaryDirectory(prefix="tkmia-report-") as tmp:
         config = _report_config(Path(tmp))
+        nb = nbformat.read(str(notebook), as_version=4)
+        if any("{cite" in c.source for c in nb.cells if c.cell_type == "markdown"):
+            # the book resolves citations on its bibliography page; a lone page lists its own
+            nb.cells.append(nbformat.v4.new_markdown_cell(
+                "## References\n\n```{bibliography}\n:filter: docname in docnames\n```"))
+        notebook = Path(tmp) / "page" / notebook.name
+        notebook.parent.mkdir()
+        nbformat.write(nb, str(notebook))
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "jupyter-book"), "build", str(notebook), "--config",
              str(config), "--path-output", tmp, "--quiet"],
             capture_output=True, text=True, env=env,
         )
-        html = Path(tmp) / "_build" / "_page" / notebook.stem / "html"
-        if proc.returncode or not (html / f"{notebook.stem}.html").is_file():
+        pages = sorted((Path(tmp) / "_build" / "_page").glob(f"*/html/{notebook.stem}.html"))
+        html = pages[0].parent if pages else None
+        if proc.returncode or html is None:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise RuntimeError(f"the report of {notebook.name} did not build:\n{tail}")
         if out.exists():

@@ -65,7 +65,7 @@ def clean_scripts(app, pagename, templatename, context, doctree):
 
 def drop_thebe_config(app, doctree, docname):
     for node in list(doctree.findall(nodes.raw)):
-        if "x-thebe-config" in node.astext() or node.astext().strip().startswith("kernelName ="):
+        if "x-thebe-config" in node.astext() or "<script>kernelName =" in node.astext():
             node.parent.remove(node)
 
 
