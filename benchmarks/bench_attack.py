@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     runs = {"forward+backward (baseline)": plain, "minimal tanh-box SGD loop": minimal}
     for name in METHODS:
         options = {} if name == "kfool" else {"lr": 1e-3}
-        attack = get(name)(model, args.k, max_iter=args.iters, **options)
+        attack = get(name)(model, args.k, max_iter=args.iters + 1, **options)  # iters steps
 
         def run(attack=attack):
             result = attack(images, labels, never)

@@ -47,7 +47,7 @@ def reference_style(model, images, labels, specified, k, lr, weight_decay, max_i
         w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
         delta = torch.zeros_like(w0, requires_grad=True)
         opt = torch.optim.SGD([delta], lr=lr, momentum=0.9, weight_decay=weight_decay)
-        for _ in range(max_iter + 1):
+        for _ in range(max_iter):  # iterates 0 … max_iter − 1, as the reference and tkmia
             adv = (0.5 + 0.5 * torch.tanh(w0 + delta)).clamp(0, 1)
             out = model(adv)
             top = set(np.argsort(-out[0].detach().cpu().numpy(), kind="stable")[:k].tolist())
