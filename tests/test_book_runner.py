@@ -207,7 +207,9 @@ def test_a_rerun_is_readable_html_page_and_lab_notebook(tmp_path, capsys):
     assert "{glue" not in text and "The value is 0.247." in text
     assert "<img" in html and "Rerun this chapter" in html
     assert "tkmia run" in text and "-p k 2" in text
-    assert "binder-examples" not in html and "THEBE_JS_URL" not in html
+    # the site's fixes apply to the report too: no Binder/thebe config, a favicon, a colour mode
+    assert "binder-examples" not in html and "THEBE_JS_URL" not in html and "kernelName" not in html
+    assert 'rel="icon"' in html and 'data-theme="auto"' in html
     # the notebook for JupyterLab: the glued figure is displayed, numbers are filled in
     lab = nbformat.read(folder / "glued.ipynb", as_version=4)
     shown = [o for c in lab.cells if c.cell_type == "code" for o in c.outputs
