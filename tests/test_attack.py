@@ -461,3 +461,29 @@ def test_random_draw_without_ids_does_not_depend_on_the_batch(case):
 def test_bad_ids_are_named(ids, error, match):
     with pytest.raises(error, match=match):
         _call(specified=RandomSelection(1, 1), ids=ids)
+
+
+class Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner, self.calls = small_model(), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize(
+    "specified, ids, match",
+    [
+        ("vehicles", None, "specified must be an"),
+        (RandomSelection(3, 1), [0, 1, 2, 3], "n_pert must be <= k = 2"),
+        (RandomSelection(1, 1), [0, 1], r"ids must have shape \(4,\)"),
+        (GlobalSelection([0]), [0.5, 1, 2, 3], "ids must be an int"),
+    ],
+)
+def test_bad_input_is_refused_before_the_model_runs(specified, ids, match):
+    model = Counting()
+    with pytest.raises((ValueError, TypeError), match=match):
+        TkMIA(model, 2, lr=0.01, max_iter=2)(torch.rand(4, 3, 8, 8), torch.ones(4, C), specified, ids=ids)
+    assert model.calls == 0

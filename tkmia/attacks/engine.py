@@ -487,6 +487,13 @@ class Attack:
         so its draw still does not depend on the batch.
         """
         self._validate(images, labels)
+        if not isinstance(specified, GlobalSelection | RandomSelection | Specification | Tensor):
+            raise TypeError(
+                "specified must be an (N, C) {0, 1} tensor, a Specification or a selection "
+                f"scheme (GlobalSelection, RandomSelection), got {type(specified).__name__}"
+            )
+        if isinstance(specified, RandomSelection) and specified.n_pert > self.k:
+            raise ValueError(f"n_pert must be <= k = {self.k}, got n_pert = {specified.n_pert}")
         if ids is not None:
             ids = sample_ids(ids, images.shape[0])
         elif isinstance(specified, RandomSelection):
