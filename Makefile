@@ -13,7 +13,7 @@ DATA_ROOT ?=
 # The rerun that `make report` renders (the browser check looks at it): one chapter, tiny parameters.
 REPORT_RUN ?= notebooks/02_measures.ipynb -p k 2 -p num_classes 6 -p seed 1
 
-.PHONY: help install test lint book notebooks bench clean browser-check assignments lab report
+.PHONY: help install test lint book notebooks bench clean browser-check assignments lab report photos-data
 
 help:
 	@echo "make book         execute the notebooks (when changed) and build the book into _build/html"
@@ -56,6 +56,19 @@ notebooks: $(STAMP)
 book: notebooks
 	$(BIN)/jupyter-book build -W --keep-going --quiet .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+# The photos profile's files (tkmia/data/photos.py): Debian's tuxpaint-stamps-default (photo
+# stamps, GPL-2) and scratch (background photos, CC-BY-SA-3.0), unpacked, not installed, into
+# data/sources/. `apt-get update` runs first only when the download fails and we are root (CI).
+PHOTOS_SOURCES := data/sources/.photos-sources
+photos-data: $(PHOTOS_SOURCES)
+$(PHOTOS_SOURCES):
+	@mkdir -p data/debs data/sources
+	cd data/debs && { apt-get download tuxpaint-stamps-default scratch || { test "$$(id -u)" = 0 \
+	    && apt-get update -qq && apt-get download tuxpaint-stamps-default scratch; }; }
+	for deb in data/debs/tuxpaint-stamps-default_*.deb data/debs/scratch_*.deb; do dpkg -x $$deb data/sources; done
+	rm -rf data/debs
+	@touch $@
 
 # JupyterLab on 127.0.0.1 (never another interface), opened on notebooks/; new notebooks get the
 # tkmia kernel (this .venv's Python; the notebooks' own "python3" is the same interpreter here).

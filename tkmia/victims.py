@@ -24,6 +24,7 @@ from torch import nn
 
 from tkmia import _paths
 from tkmia.data import load_dataset
+from tkmia.finetune import finetune_frozen
 from tkmia.models import build_model
 from tkmia.profiles import Profile, load_profile
 from tkmia.training import check_device, evaluate, load_checkpoint, save_checkpoint, train_model
@@ -63,7 +64,9 @@ def train_victim(
     cfg = profile.train
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_model(profile, num_classes=len(train_set.classes))
-    result = train_model(
+    # a pretrained victim with a frozen bottom trains its top on cached features (tkmia.finetune)
+    fit = finetune_frozen if getattr(model, "frozen_blocks", 0) else train_model
+    result = fit(
         model, train_set, val_set,
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
         schedule=cfg.schedule, weight_decay=cfg.weight_decay, momentum=cfg.momentum,

@@ -23,11 +23,15 @@ from tkmia.data.coco import COCO2014
 from tkmia.data.multishapes import CLASSES as MULTISHAPES_CLASSES
 from tkmia.data.multishapes import MultiShapes, generate, label_statistics, render_image
 from tkmia.data.nuswide import NUSWIDE
+from tkmia.data.photos import CLASSES as PHOTOS_CLASSES
+from tkmia.data.photos import Photos
 from tkmia.data.show import show_samples
 from tkmia.data.voc import VOC2012
 
 #: Number of labels C of each dataset name.
-NUM_CLASSES: dict[str, int] = {"multishapes": 20, "voc2012": 20, "coco2014": 80, "nuswide": 81}
+NUM_CLASSES: dict[str, int] = {
+    "multishapes": 20, "voc2012": 20, "coco2014": 80, "nuswide": 81, "photos": len(PHOTOS_CLASSES)
+}
 
 DATASETS = tuple(NUM_CLASSES)
 
@@ -85,6 +89,12 @@ def load_dataset(
         sizes = cfg.sizes or {}
     else:
         name, seed, sizes = profile_or_name, 0, {}
+    if name == "photos":
+        setting = profile.dataset.setting if profile is not None else None
+        return Photos(
+            split, n_images=n_images if n_images is not None else sizes.get(split),
+            image_size=image_size or 128, setting=setting or "novel_objects", seed=seed, root=root,
+        )  # fmt: skip
     if name == "multishapes":
         if n_images is None:
             n_images = sizes.get(split)
@@ -107,6 +117,8 @@ __all__ = [
     "MULTISHAPES_CLASSES",
     "NUM_CLASSES",
     "NUSWIDE",
+    "PHOTOS_CLASSES",
+    "Photos",
     "VOC2012",
     "MultiShapes",
     "default_root",

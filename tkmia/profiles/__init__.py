@@ -29,8 +29,8 @@ import yaml
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
-DATASETS = ("multishapes", "voc2012", "coco2014", "nuswide")
-ARCHS = ("compact_cnn", "resnet50", "resnet101")
+DATASETS = ("multishapes", "voc2012", "coco2014", "nuswide", "photos")
+ARCHS = ("compact_cnn", "resnet50", "resnet101", "efficientnet_lite0", "small_resnet", "small_vit")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle")
 METHODS = ("tkmia", "tkml_ap_u", "ml_cw_u", "kfool")
@@ -52,6 +52,7 @@ class DatasetConfig:
     val_split: str = "val"
     seed: int = 0
     sizes: dict[str, int] | None = None
+    setting: str | None = None  # photos only: novel_objects | novel_scenes
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class ModelConfig:
     arch: str
     weights: str | None
     width: int = 32
+    frozen_blocks: int = 0  # efficientnet_lite0: stem and blocks 0..frozen_blocks-1 frozen
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,17 @@ class Profile:
     grid: GridConfig
 
     def to_dict(self) -> dict[str, Any]:
-        """The profile as plain YAML-ready data (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        """The profile as plain YAML-ready data (tuples become lists).
+
+        ``dataset.setting`` and ``model.frozen_blocks`` are left out at their defaults (None, 0),
+        so that the cache keys of the profiles that do not use them stay what they were.
+        """
+        data = _plain(dataclasses.asdict(self))
+        if data["dataset"]["setting"] is None:
+            del data["dataset"]["setting"]
+        if data["model"]["frozen_blocks"] == 0:
+            del data["model"]["frozen_blocks"]
+        return data
 
     def replace(self, **overrides: Any) -> Profile:
         """A copy with overrides, given as in :func:`load_profile`; validated again."""
@@ -273,6 +284,10 @@ def _validate(p: Profile) -> None:
         raise ValueError(
             f"selection.random.del_n={rnd.del_n} must be <= selection.random.n_pert={rnd.n_pert}"
         )
+    if p.dataset.name == "photos":
+        _choice("dataset.setting", p.dataset.setting, ("novel_objects", "novel_scenes"))
+    elif p.dataset.setting is not None:
+        raise ValueError(f"dataset.setting={p.dataset.setting!r} applies to photos only; set it to null")
     for m in p.grid.methods:
         _choice("grid.methods", m, METHODS)
     for s in p.grid.schemes:
@@ -289,8 +304,8 @@ def _validate(p: Profile) -> None:
                 f"{where} has class indices {bad} outside 0..{n_classes - 1} of {p.dataset.name}"
             )
     if p.dataset.sizes is not None:
-        if p.dataset.name != "multishapes":
-            raise ValueError("dataset.sizes applies to multishapes only; set it to null")
+        if p.dataset.name not in ("multishapes", "photos"):
+            raise ValueError("dataset.sizes applies to multishapes and photos only; set it to null")
         for split, n in p.dataset.sizes.items():
             _choice("dataset.sizes key", split, ("train", "val", "test"))
             if n < 1:
