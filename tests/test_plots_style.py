@@ -254,10 +254,11 @@ def test_verdict_prose_reads_right_for_every_ratio():
     text = plots.verdict_prose(plots.detection_verdicts(table, alpha=0.05))
     assert text["tkmia_paper_max"] == "0.08" and text["tkmia_paper_alarm"] == "0.005"
     assert text["tkmia_paper_ratio"] == "so TkMIA's images are flagged 16 times as often as clean ones"
-    assert text["tkmia_paper_verdict"] == "detected"
+    assert text["tkmia_paper_verdict"] == "detected" and text["paper_claim"] == "does not hold"
     never = plots.verdict_prose(plots.detection_verdicts(table.assign(false_alarm=0.0), alpha=0.05))
     assert never["tkmia_paper_ratio"] == "so some of TkMIA's images are flagged while no clean image is"
     quiet = plots.verdict_prose(plots.detection_verdicts(table.assign(false_alarm=0.0, detection=0.0), 0.05))
     assert quiet["tkmia_paper_ratio"] == "so neither TkMIA's images nor clean ones are flagged"
+    assert quiet["paper_claim"] == "holds"
     with pytest.raises(ValueError, match="detection_verdicts"):
         plots.verdict_prose({"tkmia_paper_max": 0.1})

@@ -401,13 +401,17 @@ def verdict_prose(verdicts: dict) -> dict[str, str]:
     together (:func:`tkmia.plots.distinct_numbers`, so a detection rate never reads equal to a
     different false-alarm rate), the verdict words unchanged, and ``tkmia_paper_ratio`` as a
     clause that reads right in every case ("so TkMIA's images are flagged 16 times as often as
-    clean ones", "... while no clean image is", ...)."""
+    clean ones", "... while no clean image is", ...), and ``paper_claim``: whether the paper's
+    claim of measure imperceptibility "holds" (TkMIA not detected by the top-k measures), "does not
+    hold" or "cannot be judged"."""
     missing = sorted({*_VERDICT_RATES, "tkmia_paper_ratio"} - set(verdicts))
     if missing:
         raise ValueError(f"verdicts lacks {missing}; pass the output of detection_verdicts")
     out = {name: str(value) for name, value in verdicts.items() if isinstance(value, str)}
     texts = distinct_numbers([verdicts[name] for name in _VERDICT_RATES])
     out.update(zip(_VERDICT_RATES, texts, strict=True))
+    out["paper_claim"] = {"not detected": "holds", "detected": "does not hold"}.get(
+        str(verdicts.get("tkmia_paper_verdict")), "cannot be judged")
     ratio, top = float(verdicts["tkmia_paper_ratio"]), float(verdicts["tkmia_paper_max"])
     if np.isfinite(ratio):
         out["tkmia_paper_ratio"] = (f"so TkMIA's images are flagged {distinct_numbers([ratio])[0]} times "
