@@ -304,6 +304,8 @@ def test_the_teacher_cycle_grades_five_submissions(student_versions, tmp_path):
     feedback = {who: (result.feedback / who / "14a_exercise_measures.html").read_text()
                 for who in fake}
     assert "my precision is broken for k = 1" in feedback["d_raises"]
+    assert "CheckFailed" in feedback["d_raises"] and "CheckFailed" in feedback["c_wrong_map"]
+    assert not [who for who, page in feedback.items() if "tkmia/classroom.py" in page]  # no library frames
     assert re.search(r"map_at_k disagrees with tkmia.metrics.map_at_k on case \d+", feedback["c_wrong_map"])
     assert "k = 5" in feedback["c_wrong_map"]
     assert "KeyboardInterrupt" in feedback["e_loops"] or "Timeout" in feedback["e_loops"]

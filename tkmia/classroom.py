@@ -89,7 +89,9 @@ def _show_check_failure(shell, etype, value, tb, tb_offset=None) -> list[str]:
     if cause is not None:
         lines += shell.InteractiveTB.structured_traceback(type(cause), cause, cause.__traceback__)
         lines.append("\nThe check below failed because your function raised the error above.\n")
-    return [*lines, f"\x1b[0;31mCheckFailed\x1b[0m: {value}"]
+    lines.append(f"\x1b[0;31mCheckFailed\x1b[0m: {value}")
+    shell._showtraceback(etype, value, lines)  # what IPython's showtraceback ends with
+    return lines
 
 
 def _install_check_display() -> None:
