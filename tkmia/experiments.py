@@ -52,6 +52,7 @@ __all__ = [
     "parse_shard",
     "shard_from_env",
     "select_eligible",
+    "fetch",
     "dataset_identity",
     "model_fingerprint",
 ]
@@ -105,7 +106,7 @@ class ExperimentConfig:
 
     Attributes:
         profile: a profile name (``tkmia.profiles.list_profiles()``) or a YAML path.
-        method: one of ``tkmia.attacks.METHODS``.
+        method: a name of ``tkmia.attacks.REGISTRY`` (the paper's ``METHODS`` or a ``VARIANTS``).
         scheme: ``"global"`` or ``"random"``.
         k: the top-k size.
         classes: the global scheme's S_g (class indices); default the profile's.
@@ -139,8 +140,8 @@ class ExperimentConfig:
     save_images: int = 8
 
     def __post_init__(self):
-        if self.method not in attacks.METHODS:
-            raise ValueError(f"method must be one of {list(attacks.METHODS)}, got {self.method!r}")
+        if self.method not in attacks.REGISTRY:
+            raise ValueError(f"method must be one of {list(attacks.REGISTRY)}, got {self.method!r}")
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if isinstance(self.profile, os.PathLike):
@@ -262,9 +263,16 @@ class ExperimentConfig:
         payload.pop("data_root")
         payload.update(_unused(self))
         payload["victim"] = victim
+        payload["budget"] = BUDGET_CONVENTION
         payload.update(dict(context or {}))
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+#: The meaning of ``max_iter`` the stored numbers were computed under, part of every run key:
+#: "examined" = iterates 0 … max_iter − 1 checked, the clean start included (the reference's
+#: ``maxiter``). Runs stored under the former meaning (0 … max_iter) are recomputed, not reused.
+BUDGET_CONVENTION = "examined"
 
 
 def _unused(config: ExperimentConfig) -> dict[str, None]:
@@ -395,6 +403,11 @@ def dataset_identity(dataset, data_root: str | None = None) -> str:
             digest.update(flat.view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
     return f"{type(dataset).__qualname__}:{len(dataset)}:{data_root}"
+
+
+def fetch(dataset, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Images (n, 3, H, W) and labels (n, C) of the samples ``ids`` of ``dataset``."""
+    return _fetch(dataset, ids)
 
 
 def _fetch(dataset, ids: Sequence[int]) -> tuple[Tensor, Tensor]:
