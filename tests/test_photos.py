@@ -251,8 +251,10 @@ def test_bad_arguments_are_named(root: Path, kwargs: dict, match: str) -> None:
         ph.Photos(kw.pop("split"), **kw)
 
 
-def test_profile_loads_the_photos_dataset(root: Path) -> None:
+def test_profile_loads_the_photos_dataset(root: Path, tmp_path: Path, monkeypatch) -> None:
     from tkmia.profiles import load_profile
+
+    monkeypatch.setenv("TKMIA_HOME", str(tmp_path))  # the dataset cache goes there
 
     profile = load_profile("photos").replace(
         dataset={"sizes": {"train": 8, "val": 4, "test": 6}, "image_size": 64}

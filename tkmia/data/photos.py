@@ -222,6 +222,13 @@ def package_versions(root: str | Path) -> dict[str, dict[str, str]]:
     return out
 
 
+def _source_bytes(root: Path, side: dict[str, list]) -> int:
+    """Total size of the files a side uses (part of the cache key, with their names)."""
+    paths = [root / STAMPS_DIR / f"{c.name}.png" for c in side["cutouts"]]
+    paths += [root / BACKGROUNDS_DIR / b for b in side["backgrounds"]]
+    return sum(p.stat().st_size for p in paths)
+
+
 def _split_by_family(
     items: list[Any], family: list[str], test_fraction: float, rng: np.random.Generator
 ) -> tuple[list[Any], list[Any]]:
@@ -381,6 +388,8 @@ class Photos(Dataset):
         root: folder holding the Debian files in their upstream layout (default
             :func:`default_root`).
         cache: folder of generated datasets (default ``tkmia home / "photos"``); None disables.
+            The file name holds a hash of every parameter, the source files' names, total size
+            and package versions.
 
     Attributes:
         images: (N, 3, S, S) float in [0, 1]; labels: (N, C) float multi-hot.
@@ -419,7 +428,7 @@ class Photos(Dataset):
         params = {
             "split": split, "n": n_images, "size": image_size, "setting": setting, "seed": seed,
             "cutouts": [c.name for c in side["cutouts"]], "backgrounds": side["backgrounds"],
-            "version": 2,
+            "packages": package_versions(root), "bytes": _source_bytes(root, side), "version": 2,
         }  # fmt: skip
         key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
         if cache == "default":
