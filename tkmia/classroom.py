@@ -65,6 +65,7 @@ __all__ = [
     "plot_variational",
     "exercise_notebooks",
     "plain_markdown",
+    "myst_markup",
     "configure_course",
     "build_course",
     "assign",
@@ -602,9 +603,10 @@ def plain_markdown(source: str, numbers: Iterator[int] | None = None) -> str:
     ``(label)=`` targets are dropped; ``{exercise}`` becomes a bold "Exercise N (title)." heading
     (N from ``numbers``), ``{prf:lemma}`` and friends a bold name, ``{prf:proof}`` an italic
     *Proof.*, ``{glue:figure}`` its caption; ``{solution-start}``/``{solution-end}`` disappear;
-    ``{glue:text}`name``` becomes `` `name` ``; roles keep their text (``{ref}`text <label>``` ->
-    text, ``{py:class}`~a.B``` -> `` `B` ``, ``{math}`x``` -> ``$x$``). Plain Markdown, maths and code
-    fences pass through unchanged. Directive bodies are converted recursively.
+    a ``{glue:text}`` role becomes the glued name as code; other roles keep their text (a ``{ref}``
+    with explicit text that text, a ``{py:class}`` the class name as code, ``{math}`` dollar
+    maths). Plain Markdown, maths and code fences pass through unchanged. Directive bodies are
+    converted recursively.
 
     Example:
         >>> plain_markdown("(ex-a)=\\n# Title\\nSee {ref}`the measures <measures>`.")
@@ -756,8 +758,9 @@ def configure_course(c, timeout: int = 30) -> None:
 
     Sets: ``generate_assignment`` rewrites MyST markup as plain Markdown first (``PlainMarkdown``);
     ``autograde`` runs the notebooks in this interpreter's kernel, interrupts a cell after
-    ``timeout`` seconds, and adds back test cells a student deleted (``OverwriteCells.
-    add_missing_cells``); edited locked cells are restored from the gradebook (nbgrader's default);
+    ``timeout`` seconds, and adds back test cells a student deleted
+    (``OverwriteCells.add_missing_cells``); edited locked cells are restored from the gradebook
+    (nbgrader's default);
     ``export`` writes the question-level CSV (``GradebookCsv``).
     """
     from nbgrader.converters.generate_assignment import GenerateAssignment
