@@ -28,7 +28,9 @@ __all__ = ["Attack", "AttackResult", "State", "PARAMETRISATIONS", "ATANH_EPS"]
 #: ``"exact"``: w0 = artanh of the clean image, so step 0 reproduces it exactly.
 #: ``"reference"``: the reference code's w0 = the clean image itself, so its "clean" point is
 #: mid + half·tanh((x − mid)/half) ≠ x (kept only to measure how much that changes the numbers).
-PARAMETRISATIONS = ("exact", "reference")
+#: ``"pixel"``: no tanh: the variable is the image itself, w0 = x, and every iterate is projected
+#: onto the box (projected SGD on δ = w − w0; book chapter "The box parametrisation").
+PARAMETRISATIONS = ("exact", "reference", "pixel")
 
 #: artanh is evaluated on [-1 + ATANH_EPS, 1 - ATANH_EPS] (shared with kFool's step)
 ATANH_EPS = 1e-6
@@ -47,7 +49,9 @@ class AttackResult:
         iterations: gradient steps taken before the returned iterate, (N,) long: the index of
             that iterate, at most ``max_iter − 1`` (see :class:`Attack`).
         perturbation_l2: ‖x_adv − x‖₂ in the units of ``box``, (N,); see ``perturbation_l2_255``.
-        tanh_space_l2: ‖w − w0‖₂ in the tanh space (what the reference reports as "Pert"), (N,).
+        tanh_space_l2: ‖w − w0‖₂ in the tanh space (what the reference reports as "Pert"), (N,);
+            for ``parametrisation="pixel"`` the variable is the image, so it equals
+            ``perturbation_l2``.
         clean_scores, adv_scores: logits at the clean point and at x_adv, (N, C).
         delta_n: ΔN, specified labels pushed out of the top-k, (N,) long.
         k: the top-k size.
@@ -204,7 +208,7 @@ class Attack:
         weight_decay: the L2 penalty weight: objective = loss + (weight_decay/2)·‖w − w0‖².
         momentum: SGD momentum.
         box: (low, high) pixel bounds of the images.
-        parametrisation: ``"exact"`` or ``"reference"`` (see :data:`PARAMETRISATIONS`).
+        parametrisation: ``"exact"``, ``"reference"`` or ``"pixel"`` (see :data:`PARAMETRISATIONS`).
         record_history: keep every iterate's loss and scores in ``result.history``.
 
     Call ``attack(images, labels, specified)``: ``specified`` is an (N, C) {0, 1} mask, each
@@ -289,6 +293,15 @@ class Attack:
         """The measure loss to minimise, per sample. Shape: (N, C) -> (N,)."""
         raise NotImplementedError
 
+    def accept(self, scores: Tensor, state: State) -> Tensor | None:
+        """An extra condition, on top of the scheme's success rule, for the attack to stop at an
+        iterate (e.g. an adaptive attack that also wants its top-k margin back); ``None`` (the
+        default): stop at the first successful iterate. ``scores`` (n, C) are the current
+        iterate's, detached, for the rows of ``state``; returns (n,) bool. ``result.success``
+        stays the scheme's rule: a sample that is successful but never accepted returns its
+        last iterate, with success judged on it."""
+        return None
+
     def init_aux(self, scores: Tensor, labels: Tensor, specified: Tensor) -> dict[str, Tensor]:
         """Auxiliary per-sample variables (each (N, ...)) optimised beside w, by gradient
         descent with :attr:`aux_lr`; none by default."""
@@ -323,13 +336,18 @@ class Attack:
         The clamp of :meth:`image` only absorbs the rounding of the ≤ 1e-6 offset, where
         tanh' ≈ 0: its derivative is taken as 1.
         """
+        if self.parametrisation == "pixel":  # x = w: the identity
+            return grad_x
         half = (self.box[1] - self.box[0]) / 2
         t = state.tanh_w if state.tanh_w is not None else torch.tanh(state.w)
         return grad_x.mul_(torch.addcmul(t.new_tensor(half), t, t, value=-half))
 
     def image(self, state: State) -> Tensor:
-        """The current iterate x = clamp(base + half·tanh(w), box) of the rows of ``state``."""
+        """The current iterate x = clamp(base + half·tanh(w), box) of the rows of ``state``;
+        for ``parametrisation="pixel"``, w itself projected onto the box (w is projected too)."""
         low, high = self.box
+        if self.parametrisation == "pixel":
+            return state.w.clamp_(low, high).clone()
         state.tanh_w = torch.tanh(state.w)
         return torch.add(state.base, state.tanh_w, alpha=(high - low) / 2).clamp_(low, high)
 
@@ -460,6 +478,8 @@ class Attack:
         low, high = self.box
         mid, half = (low + high) / 2, (high - low) / 2
         scaled = (x - mid) / half
+        if self.parametrisation == "pixel":
+            return x, torch.zeros_like(x), x
         if self.parametrisation == "exact":
             w0 = torch.atanh(scaled.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS))
             base = x - half * torch.tanh(w0)  # mid + offset, |offset| ≤ half·ATANH_EPS
@@ -470,7 +490,7 @@ class Attack:
     def starting_point(self, images: Tensor) -> Tensor:
         """The iterate 0 the attack starts from, and on which eligibility is judged.
 
-        ``images`` itself for ``parametrisation="exact"``; the reference's tanh-distorted
+        ``images`` itself for ``parametrisation="exact"`` and ``"pixel"``; the reference's tanh-distorted
         mid + half·tanh((x − mid)/half) for ``"reference"``. Shape (N, 3, H, W) -> (N, 3, H, W),
         in ``box``.
         """
@@ -581,7 +601,9 @@ class Attack:
             with torch.no_grad():
                 detached = scores.detach()
                 still_in = (topk_mask(detached, self.k) & state.specified).sum(1)
-                ok = state.clean_in_top - still_in >= state.required  # ΔN ≥ required
+                won = state.clean_in_top - still_in >= state.required  # ΔN ≥ required
+                accepted = self.accept(detached, state)
+                ok = won if accepted is None else won & accepted
                 last = it == self.max_iter - 1
                 done = torch.ones_like(ok) if last else ok
                 if done.any():  # freeze: keep this iterate of the rows that are done
@@ -589,7 +611,7 @@ class Attack:
                     adv[out] = x_it.detach()[done]
                     adv_scores[out] = detached[done]
                     iterations[out] = it
-                    success[out] = ok[done]
+                    success[out] = won[done]
                     tanh_l2[out] = (state.w[done] - state.w0[done]).flatten(1).norm(dim=1)
             if last or ok.all():
                 break

@@ -106,7 +106,10 @@ class KFool(Attack):
         half = (high - low) / 2
         with torch.no_grad():
             x_new = (x_now + factor.view(-1, 1, 1, 1) * direction).clamp(low, high)
-            scaled = (x_new - state.base) / half
-            state.w = torch.atanh(scaled.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS))
+            if self.parametrisation == "pixel":  # the variable is the image
+                state.w = x_new
+            else:
+                scaled = (x_new - state.base) / half
+                state.w = torch.atanh(scaled.clamp(-1 + ATANH_EPS, 1 - ATANH_EPS))
         state.tanh_w = None
         state.loss = gap.abs()

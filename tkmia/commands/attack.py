@@ -44,7 +44,7 @@ def config_fields(args: argparse.Namespace) -> dict:
 
 def register(sub) -> None:
     p = sub.add_parser("attack", help="attack the first eligible samples with one method and print a summary")
-    p.add_argument("--method", default="tkmia", choices=attacks.METHODS, help="attack method")
+    p.add_argument("--method", default="tkmia", choices=list(attacks.REGISTRY), help="attack method")
     p.add_argument("--scheme", default="global", choices=SCHEMES, help="selection scheme")
     p.add_argument("--k", type=int, default=None, help="top-k size (default: the profile's)")
     p.add_argument("--classes", default=None, help="global scheme: comma-separated class indices")

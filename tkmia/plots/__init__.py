@@ -15,6 +15,7 @@ from pathlib import Path
 from tkmia.plots.analysis import *  # noqa: F403
 from tkmia.plots.experiments import *  # noqa: F403
 from tkmia.plots.measures import *  # noqa: F403
+from tkmia.plots.questions import *  # noqa: F403
 from tkmia.plots.theme import *  # noqa: F403
 from tkmia.plots.theme import DPI
 from tkmia.plots.theory import *  # noqa: F403

@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 #: How the book writes each method of :data:`tkmia.attacks.METHODS`.
-METHOD_NAMES = {"tkmia": "TkMIA", "tkml_ap_u": "TkML-AP-U", "ml_cw_u": "ML-CW-U", "kfool": "kFool"}
+METHOD_NAMES = {"tkmia": "TkMIA", "tkml_ap_u": "TkML-AP-U", "ml_cw_u": "ML-CW-U", "kfool": "kFool",
+                "tkmia_exact": "TkMIA-exact", "tkmia_margin": "TkMIA-margin"}
 
 #: Readable names of the columns of :func:`tkmia.report.summarize`.
 SUMMARY_NAMES = {

@@ -59,6 +59,8 @@ METHOD_COLORS = {
     "tkml_ap_u": _COLORBLIND[1], "TkML-AP-U": _COLORBLIND[1],
     "ml_cw_u": _COLORBLIND[2], "ML-CW-U": _COLORBLIND[2],
     "kfool": _COLORBLIND[4], "kFool": _COLORBLIND[4],
+    "tkmia_exact": _COLORBLIND[3], "TkMIA-exact": _COLORBLIND[3],
+    "tkmia_margin": _COLORBLIND[5], "TkMIA-margin": _COLORBLIND[5],
 }
 
 
