@@ -34,7 +34,9 @@ def test_chapters_are_found():
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_no_code_line_overflows_its_cell(path):
-    assert long_code_lines(path) == []
+    long = long_code_lines(path)
+    assert not long, (f"{path.name}: wrap these code lines to at most {MAX_CODE_LINE} characters "
+                      "(a longer line overflows its cell on the book page):\n" + "\n".join(long))
 
 
 def test_the_check_sees_a_long_line_and_spares_the_parameters_cell(tmp_path):

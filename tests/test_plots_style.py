@@ -185,6 +185,11 @@ def test_measure_outcomes_and_typical_samples_describe_the_distribution():
     out = plots.measure_outcomes(records)
     assert out["n"] == 5
     assert out["unchanged"] == pytest.approx(2 / 5) and out["p_dropped"] == pytest.approx(3 / 5)
+    assert out["other_change"] == 0.0
+    reordered = records.copy()  # sample 0: P@k kept, NDCG@k lower (a true label moved down the top-k)
+    reordered.loc[reordered["sample"] == 0, "adv_ndcg_at_k"] = 0.9
+    moved = plots.measure_outcomes(reordered)
+    assert moved["other_change"] == pytest.approx(1 / 5) and moved["unchanged"] == pytest.approx(1 / 5)
     assert out["mean_p_drop"] == pytest.approx((0.5 + 0.25 + 0.5) / 3)
     assert out["median_delta_p"] == pytest.approx(-0.25)
     # the most typical first: sample 4 sits at the median (-0.25); then the others by distance

@@ -518,19 +518,22 @@ _SHOWN = ("precision_at_k", "map_at_k", "ndcg_at_k")
 def measure_outcomes(records: pd.DataFrame) -> dict[str, float]:
     """How an attack's successful samples left the measures: ``n`` (successful eligible samples),
     ``unchanged`` (fraction with P@k, mAP@k and NDCG@k all unchanged), ``p_dropped`` (fraction whose
-    P@k fell), ``mean_p_drop`` (mean fall of P@k among those, NaN if none) and ``median_delta_p``
-    (median ΔP@k over the successful samples); with no successful sample ``n`` is 0 and the rest
-    NaN. Book chapter "The problem"."""
+    P@k fell), ``other_change`` (fraction whose P@k did not fall while some measure moved; the three
+    fractions sum to 1), ``mean_p_drop`` (mean fall of P@k among those whose P@k fell, NaN if none)
+    and ``median_delta_p`` (median ΔP@k over the successful samples); with no successful sample
+    ``n`` is 0 and the rest NaN. Book chapter "The problem"."""
     _require(records, ["eligible", "success", *(f"{side}_{m}" for side in ("clean", "adv") for m in _SHOWN)],
              "records")
     won = records[records["eligible"].astype(bool) & records["success"].astype(bool)]
     if won.empty:
         nan = float("nan")
-        return {"n": 0, "unchanged": nan, "p_dropped": nan, "mean_p_drop": nan, "median_delta_p": nan}
+        return {"n": 0, "unchanged": nan, "p_dropped": nan, "other_change": nan, "mean_p_drop": nan,
+                "median_delta_p": nan}
     delta = {m: won[f"adv_{m}"].to_numpy(float) - won[f"clean_{m}"].to_numpy(float) for m in _SHOWN}
     still = np.all([abs(d) < 1e-9 for d in delta.values()], axis=0)
     dropped = delta["precision_at_k"] < -1e-9
     return {"n": int(len(won)), "unchanged": float(still.mean()), "p_dropped": float(dropped.mean()),
+            "other_change": float((~still & ~dropped).mean()),
             "mean_p_drop": float(-delta["precision_at_k"][dropped].mean()) if dropped.any() else float("nan"),
             "median_delta_p": float(pd.Series(delta["precision_at_k"]).median())}
 
