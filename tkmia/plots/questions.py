@@ -16,7 +16,7 @@ __all__ = ["plot_variant_bars", "plot_bound_gaps", "plot_monitors", "MONITOR_NAM
 MONITOR_NAMES = {
     "precision_at_k": "P@k", "map_at_k": "mAP@k", "ndcg_at_k": "NDCG@k",
     "average_precision": "AP (all)", "topk_margin": "margin k|k+1", "next_margin": "margin k+1|k+2",
-    "kth_score": "f_[k]", "positives": "# positive",
+    "kth_score": "k-th score", "positives": "# positive",
 }
 
 
@@ -56,7 +56,7 @@ def plot_bound_gaps(gaps: pd.DataFrame) -> Figure:
     terms = sorted(gaps["term"].unique())
     rows, cols, size = panel_grid(len(terms), aspect=0.8)
     fig, axes = plt.subplots(rows, cols, figsize=(size[0], size[1] + 0.4), squeeze=False)
-    titles = {"a": "push out: ATk_{C−k}(a) vs a_[C−k]", "b": "pull in: ATk_k(b) vs b_[k]"}
+    titles = {"a": r"push out: ATk$_{C-k}(a)$ vs $a_{[C-k]}$", "b": r"pull in: ATk$_k(b)$ vs $b_{[k]}$"}
     for ax, term in zip(axes.flat, terms):
         part = gaps[gaps["term"] == term].groupby("iteration")
         q = part["gap"].quantile([0.25, 0.5, 0.75]).unstack()
@@ -90,7 +90,7 @@ def plot_monitors(table: pd.DataFrame) -> Figure:
     sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="rocket_r", ax=ax,
                 cbar_kws={"label": "rate (fraction of images)"})
     ax.set(xlabel="statistic the victim watches", ylabel="")
-    ax.tick_params(axis="x", rotation=30)
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", rotation=0)
     fig.tight_layout()
     return fig
