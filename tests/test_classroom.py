@@ -4,6 +4,7 @@ and the checks their cells run."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -312,3 +313,24 @@ def test_the_teacher_cycle_grades_five_submissions(student_versions, tmp_path):
     assert not (result.feedback / "f_missing").exists()
     assert result.seconds > 0
     print(f"graded {len(fake)} submissions in {result.seconds:.1f} s")
+
+
+def test_the_report_names_unreadable_empty_and_tampered_notebooks(tmp_path):
+    locked = {"grade_id": "t", "grade": True, "solution": False, "locked": True, "points": 1}
+    release = {"cells": [
+        {"cell_type": "code", "source": "def f():\n    raise NotImplementedError()",
+         "metadata": {"nbgrader": {"grade_id": "s", "grade": False, "solution": True, "locked": False}}},
+        {"cell_type": "code", "source": "assert f() == 1", "metadata": {"nbgrader": locked}},
+    ]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text("not json")
+    assert classroom._inspect(path, release, "ann", "nb") == [
+        "ann/nb.ipynb: unreadable notebook (JSONDecodeError): nbgrader cannot grade it, it scores 0"]
+    path.write_text('{"cells": []}')
+    assert "empty notebook (no cells)" in classroom._inspect(path, release, "ann", "nb")[0]
+    edited = {"cells": [{**release["cells"][1], "source": "pass"}]}
+    path.write_text(json.dumps(edited))
+    assert classroom._inspect(path, release, "ann", "nb") == [
+        "ann/nb.ipynb: solution cell 's' deleted: its code is missing when the notebook runs",
+        "ann/nb.ipynb: locked cell 't' edited: nbgrader restores it from the gradebook (checksum) "
+        "before grading"]
