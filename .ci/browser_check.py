@@ -222,7 +222,8 @@ def check(root: Path, screenshots: Path, runs: Path | None = None) -> list[str]:
             problems.append(f"{source}: broken anchor {path}#{fragment}")
     if smallest:
         size, where = min(smallest)
-        print(f"smallest figure text (estimate): {size:.1f} px on {where}; bound {MIN_TEXT_PX:g} px")
+        print(f"figures measured on {len(smallest)} pages; smallest figure text (estimate): "
+              f"{size:.1f} px on {where}; bound {MIN_TEXT_PX:g} px")
     return problems
 
 

@@ -63,7 +63,11 @@ class ExecutionTable(SphinxDirective):
             else:
                 para += nodes.literal(text=record["notebook"])
             params = record.get("parameters") or {}
-            shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) or "its defaults"
+            shown = nodes.paragraph()
+            if params:  # as literals: no smart quotes on string values
+                shown += nodes.literal(text=", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()))
+            else:
+                shown += nodes.Text("its defaults")
             total += float(record.get("seconds", 0.0))
             row = nodes.row()
             for content in (para, record.get("executed_at", "").replace("T", " ").replace("+00:00", ""),
