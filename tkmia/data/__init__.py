@@ -98,8 +98,10 @@ def load_dataset(
     if name == "multishapes":
         if n_images is None:
             n_images = sizes.get(split)
+        mean_labels = profile.dataset.mean_labels if profile is not None else None
         return MultiShapes(
-            split, n_images=n_images, image_size=image_size or 48, seed=seed, root=root
+            split, n_images=n_images, image_size=image_size or 48, seed=seed, root=root,
+            mean_labels=mean_labels,
         )
     if n_images is not None:
         raise ValueError(f"n_images={n_images!r} applies to multishapes only, not {name!r}")

@@ -7,7 +7,9 @@ from analytic masks (2x2 super-sampling), quantised to 8 bits, and cached under
 ``tkmia._paths.home() / "multishapes"``; the same parameters give bit-identical tensors.
 
 Image ``i`` of a split depends only on ``(seed, split, i)``, so a smaller split is a prefix of a
-larger one (first-n deterministic subsets).
+larger one (first-n deterministic subsets). ``mean_labels = m`` draws the number of objects
+uniformly from m − 1, m, m + 1 instead of :data:`N_OBJECTS_PROBS` (mean |Y| = m): the label
+cardinality variants of the chapter "Label cardinality against k", cached like the default.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
 
 
 def render_image(
-    rng: np.random.Generator, size: int, n_classes: int = len(CLASSES)
+    rng: np.random.Generator, size: int, n_classes: int = len(CLASSES), mean_labels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one MultiShapes image with the random stream ``rng``.
 
@@ -157,12 +159,17 @@ def render_image(
         rng: the numpy generator that makes every random choice.
         size: image side in pixels.
         n_classes: draw classes from the first ``n_classes`` names of :data:`CLASSES`.
+        mean_labels: None (object counts from :data:`N_OBJECTS_PROBS`) or m: a count drawn
+            uniformly from m − 1, m, m + 1.
 
     Returns:
         ``(image, labels)``: uint8 array (3, size, size) and float32 multi-hot (n_classes,).
     """
     img, base = _background(rng, size)
-    n_obj = int(rng.choice(len(N_OBJECTS_PROBS), p=N_OBJECTS_PROBS)) + 1
+    if mean_labels is None:
+        n_obj = int(rng.choice(len(N_OBJECTS_PROBS), p=N_OBJECTS_PROBS)) + 1
+    else:
+        n_obj = int(mean_labels) - 1 + int(rng.integers(3))
     n_obj = min(n_obj, n_classes)
     classes = rng.choice(n_classes, size=n_obj, replace=False)
     placed: list[tuple[float, float, float]] = []
@@ -202,8 +209,8 @@ def render_image(
     return np.round(img * 255.0).astype(np.uint8), labels
 
 
-def _params(split: str, n_images: int, image_size: int, seed: int) -> dict:
-    return {
+def _params(split: str, n_images: int, image_size: int, seed: int, mean_labels: int | None = None) -> dict:
+    params = {
         "generator_version": GENERATOR_VERSION,
         "split": split,
         "n_images": int(n_images),
@@ -211,16 +218,21 @@ def _params(split: str, n_images: int, image_size: int, seed: int) -> dict:
         "seed": int(seed),
         "classes": list(CLASSES),
     }
+    if mean_labels is not None:  # absent by default: the default's checksum stays what it was
+        params["mean_labels"] = int(mean_labels)
+    return params
 
 
-def params_checksum(split: str, n_images: int, image_size: int, seed: int) -> str:
+def params_checksum(
+    split: str, n_images: int, image_size: int, seed: int, mean_labels: int | None = None
+) -> str:
     """A 16-hex-digit checksum of the generation parameters (the cache key)."""
-    text = json.dumps(_params(split, n_images, image_size, seed), sort_keys=True)
+    text = json.dumps(_params(split, n_images, image_size, seed, mean_labels), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def generate(
-    split: str, n_images: int, image_size: int = 64, seed: int = 0
+    split: str, n_images: int, image_size: int = 64, seed: int = 0, mean_labels: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Render a MultiShapes split (no cache).
 
@@ -229,6 +241,8 @@ def generate(
         n_images: number of images.
         image_size: image side in pixels (at least 24).
         seed: the dataset seed.
+        mean_labels: None (the default label counts) or the mean number of labels per image, an
+            int in 2 .. 19 (counts uniform on mean_labels − 1 .. mean_labels + 1).
 
     Returns:
         ``(images, labels)``: uint8 (N, 3, S, S) and float32 multi-hot (N, 20).
@@ -239,17 +253,28 @@ def generate(
         (torch.Size([4, 3, 32, 32]), torch.Size([4, 20]))
     """
     n_images, image_size, seed = _check(split, n_images, image_size, seed)
+    mean_labels = _check_mean_labels(mean_labels)
     split_id = SPLITS.index(split)
     images = np.empty((n_images, 3, image_size, image_size), dtype=np.uint8)
     labels = np.empty((n_images, len(CLASSES)), dtype=np.float32)
     for i in range(n_images):
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, split_id, i])))
-        images[i], labels[i] = render_image(rng, image_size)
+        images[i], labels[i] = render_image(rng, image_size, mean_labels=mean_labels)
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def _integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_mean_labels(mean_labels) -> int | None:
+    """``mean_labels`` as an int in 2 .. C − 1, or None."""
+    if mean_labels is None:
+        return None
+    if not _integer(mean_labels) or not 2 <= mean_labels <= len(CLASSES) - 1:
+        raise ValueError(f"mean_labels={mean_labels!r}; expected None or an int in 2..{len(CLASSES) - 1} "
+                         "(the counts are drawn from mean_labels - 1 .. mean_labels + 1)")
+    return int(mean_labels)
 
 
 def _check(split: str, n_images: int, image_size: int, seed: int) -> tuple[int, int, int]:
@@ -271,11 +296,12 @@ def load_split(
     image_size: int = 64,
     seed: int = 0,
     root: str | Path | None = None,
+    mean_labels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Load a MultiShapes split from the cache, generating and caching it on first use.
 
     Args:
-        split, n_images, image_size, seed: as in :func:`generate`.
+        split, n_images, image_size, seed, mean_labels: as in :func:`generate`.
         root: cache folder; default ``tkmia._paths.home() / "multishapes"``.
 
     Returns:
@@ -283,7 +309,8 @@ def load_split(
         parameter checksum that names the cache file.
     """
     n_images, image_size, seed = _check(split, n_images, image_size, seed)
-    checksum = params_checksum(split, n_images, image_size, seed)
+    mean_labels = _check_mean_labels(mean_labels)
+    checksum = params_checksum(split, n_images, image_size, seed, mean_labels)
     folder = Path(root) if root is not None else _paths.home() / "multishapes"
     path = folder / f"{checksum}.pt"
     if path.exists():
@@ -293,7 +320,7 @@ def load_split(
         except Exception as err:  # a truncated or damaged cache file: rebuilt, it is derived data
             warnings.warn(f"dataset cache {path} is unreadable ({type(err).__name__}); rebuilding it",
                           stacklevel=2)
-    images, labels = generate(split, n_images, image_size, seed)
+    images, labels = generate(split, n_images, image_size, seed, mean_labels)
     blob = {"images": images, "labels": labels}
     atomic_write(path, lambda p: torch.save(blob, p))
     return images, labels, checksum
@@ -308,6 +335,7 @@ class MultiShapes(Dataset):
         image_size: image side in pixels.
         seed: dataset seed.
         root: cache folder (default ``tkmia._paths.home() / "multishapes"``).
+        mean_labels: None (the default label counts) or the mean number of labels per image.
 
     Attributes:
         images: float tensor (N, 3, S, S) in [0, 1] (8-bit values divided by 255).
@@ -330,12 +358,14 @@ class MultiShapes(Dataset):
         image_size: int = 64,
         seed: int = 0,
         root: str | Path | None = None,
+        mean_labels: int | None = None,
     ) -> None:
         if n_images is None:
             if split not in DEFAULT_SIZES:
                 raise ValueError(f"split={split!r} is not a MultiShapes split; allowed: {SPLITS}")
             n_images = DEFAULT_SIZES[split]
-        raw, labels, checksum = load_split(split, n_images, image_size, seed, root)
+        raw, labels, checksum = load_split(split, n_images, image_size, seed, root, mean_labels)
+        self.mean_labels = mean_labels
         self.split = split
         self.image_size = int(image_size)
         seed = int(seed)
@@ -354,7 +384,8 @@ class MultiShapes(Dataset):
     def __repr__(self) -> str:
         return (
             f"MultiShapes(split={self.split!r}, n_images={len(self)}, "
-            f"image_size={self.image_size}, seed={self.seed})"
+            f"image_size={self.image_size}, seed={self.seed}"
+            + (f", mean_labels={self.mean_labels})" if self.mean_labels is not None else ")")
         )
 
 

@@ -53,6 +53,7 @@ class DatasetConfig:
     seed: int = 0
     sizes: dict[str, int] | None = None
     setting: str | None = None  # photos only: novel_objects | novel_scenes
+    mean_labels: int | None = None  # multishapes only: mean labels per image (None: the default mix)
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,15 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain YAML-ready data (tuples become lists).
 
-        ``dataset.setting`` and ``model.frozen_blocks`` are left out at their defaults (None, 0),
-        so that the cache keys of the profiles that do not use them stay what they were.
+        ``dataset.setting``, ``dataset.mean_labels`` and ``model.frozen_blocks`` are left out at
+        their defaults (None, None, 0), so that the cache keys of the profiles that do not use them
+        stay what they were.
         """
         data = _plain(dataclasses.asdict(self))
         if data["dataset"]["setting"] is None:
             del data["dataset"]["setting"]
+        if data["dataset"]["mean_labels"] is None:
+            del data["dataset"]["mean_labels"]
         if data["model"]["frozen_blocks"] == 0:
             del data["model"]["frozen_blocks"]
         return data
@@ -288,6 +292,9 @@ def _validate(p: Profile) -> None:
         _choice("dataset.setting", p.dataset.setting, ("novel_objects", "novel_scenes"))
     elif p.dataset.setting is not None:
         raise ValueError(f"dataset.setting={p.dataset.setting!r} applies to photos only; set it to null")
+    if p.dataset.mean_labels is not None and p.dataset.name != "multishapes":
+        raise ValueError(f"dataset.mean_labels={p.dataset.mean_labels!r} applies to multishapes only; "
+                         "set it to null")
     for m in p.grid.methods:
         _choice("grid.methods", m, METHODS)
     for s in p.grid.schemes:
