@@ -239,6 +239,7 @@ def test_executed_notebook_ends_with_its_rerun_box_and_prints_no_tcp_warning(tmp
     assert all(line.endswith(" s elapsed") for line in logs)
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
+    assert sorted(p.name for p in source.parent.iterdir()) == ["toy.ipynb"], "no socket files left"
 
 
 def test_book_records_execution_and_cache(tmp_path):

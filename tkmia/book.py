@@ -487,10 +487,11 @@ def execute_notebook(
 ) -> Path:
     """Execute ``source`` with papermill into ``output``, injecting ``parameters``.
 
-    The notebook runs in the :data:`KERNEL_NAME` kernel (this interpreter) over IPC sockets, with
-    the source's folder as working directory. Parameters are checked first (:func:`check_parameters`,
-    a ``ValueError`` before any kernel starts); ``log`` receives "cell i of n" progress lines. A cell
-    that raises makes papermill raise ``PapermillExecutionError`` (the output keeps the traceback).
+    The notebook runs in the :data:`KERNEL_NAME` kernel (this interpreter) over IPC sockets (in a
+    temporary folder), with the source's folder as working directory. Parameters are checked first
+    (:func:`check_parameters`, a ``ValueError`` before any kernel starts); ``log`` receives "cell i
+    of n" progress lines. A cell that raises makes papermill raise ``PapermillExecutionError`` (the
+    output keeps the traceback).
     On success a "Rerun this chapter" box is appended to the output.
     """
     import nbformat
@@ -504,16 +505,18 @@ def execute_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     config = Config()
     config.KernelManager.transport = "ipc"  # local sockets: no "running over TCP without encryption"
-    papermill.execute_notebook(
-        str(source),
-        str(output),
-        parameters=parameters,
-        kernel_name=ensure_kernel(),
-        engine_name=_progress_engine(source.stem, log),
-        cwd=str(source.parent),
-        progress_bar=False,
-        config=config,
-    )
+    with tempfile.TemporaryDirectory(prefix="tkmia-ipc-") as sockets:
+        config.KernelManager.ip = str(Path(sockets) / "kernel")  # not in the notebook's folder
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=parameters,
+            kernel_name=ensure_kernel(),
+            engine_name=_progress_engine(source.stem, log),
+            cwd=str(source.parent),
+            progress_bar=False,
+            config=config,
+        )
     nb = nbformat.read(str(output), as_version=4)
     box = nbformat.v4.new_markdown_cell(_rerun_box(source, parameters, parameter_specs(source)),
                                         metadata={"tags": ["rerun"]})
