@@ -216,7 +216,8 @@ def test_a_rerun_is_readable_html_page_and_lab_notebook(tmp_path, capsys):
              if o.output_type == "display_data" and "image/png" in o.get("data", {})]
     assert len(shown) == 1
     prose = "".join(c.source for c in lab.cells if c.cell_type == "markdown")
-    assert "The value is 0.247" in prose and "{glue:text}" not in prose
+    assert "The value is 0.247" in prose and "{glue" not in prose
+    assert "*Figure (shown above):* The toy figure." in prose
 
 
 def test_lab_notebook_leaves_the_book_copy_alone():

@@ -529,6 +529,8 @@ def execute_notebook(
 # Reruns: `tkmia run`
 
 _GLUE_ROLE = re.compile(r"\{glue(?::text|:md)?\}`(?P<name>[^`:]+)(?::(?P<fmt>[^`]+))?`")
+_GLUE_FIGURE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{glue:figure\}[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+                          re.M | re.S)
 _IMAGES = ("image/png", "image/svg+xml", "image/jpeg")
 _RECORD = "application/papermill.record/"
 
@@ -537,8 +539,9 @@ def lab_notebook(nb):
     """A copy of an executed notebook that reads in JupyterLab: glued figures shown, numbers filled.
 
     The book glues its figures with ``display=False`` (myst-nb places them); here each glued image is
-    also displayed in the cell that made it, and the ``{glue:text}`name`` roles of the markdown
-    cells are replaced by the glued text (formatted as myst-nb would).
+    also displayed in the cell that made it, its ``{glue:figure}`` block becomes a plain caption, and
+    the ``{glue:text}`name`` roles of the markdown cells are replaced by the glued text (formatted as
+    myst-nb would).
     """
     import copy
 
@@ -575,9 +578,13 @@ def lab_notebook(nb):
                 return text
         return text
 
+    def caption(match: re.Match) -> str:
+        lines = [line for line in match["body"].splitlines() if not line.startswith(":")]
+        return "*Figure (shown above):* " + " ".join(line.strip() for line in lines if line.strip())
+
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = _GLUE_ROLE.sub(fill, cell.source)
+            cell.source = _GLUE_ROLE.sub(fill, _GLUE_FIGURE.sub(caption, cell.source))
     return nb
 
 
