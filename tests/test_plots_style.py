@@ -79,6 +79,17 @@ def _figures():
         "rank_history": lambda: plots.plot_rank_history(frame_rank, [0], 3, labels=[0, 1, 2]),
         "measure_collapse": lambda: plots.plot_measure_collapse(plots.measure_pairs_frame(records)),
         "perturbation": lambda: plots.plot_perturbation(clean[0], adv[0]),
+        # part "Open questions" (tkmia.plots.questions)
+        "variant_bars": lambda: plots.plot_variant_bars(
+            pd.DataFrame({"variant": ["exact", "reference", "pixel"], "success_rate": [0.9, 0.8, 1.0],
+                          "pert_l2_255": [60.0, 80.0, 50.0], "moved": [0.3, 0.9, 0.4]}),
+            {"success_rate": "success rate", "pert_l2_255": "Pert ×255", "moved": "moved"}),
+        "bound_gaps": lambda: plots.plot_bound_gaps(pd.DataFrame({
+            "iteration": [0, 1, 0, 1] * 2, "sample": [0, 0, 1, 1] * 2, "term": ["a"] * 4 + ["b"] * 4,
+            "gap": np.arange(8.0), "exact": -np.arange(8.0)})),
+        "monitors": lambda: plots.plot_monitors(pd.DataFrame(
+            [{"method": m, "statistic": s, "detection": 0.5, "false_alarm": 0.05}
+             for m in ("tkmia", "tkmia_margin") for s in plots.MONITOR_NAMES])),
     }
 
 
