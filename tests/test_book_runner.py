@@ -111,7 +111,7 @@ def test_a_wrong_value_is_refused_at_once_before_any_kernel_starts(tmp_path, mon
     build_parser()  # the command modules are imported once per process; time the check itself
     start = time.perf_counter()
     assert cli_main(["run", str(source), "-p", "k", "abc", "--out", str(tmp_path)]) == 2
-    assert time.perf_counter() - start < 2.0  # a kernel start alone takes longer
+    assert time.perf_counter() - start < 1.0  # about 0.01 s; a kernel start alone takes seconds
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "k = 'abc'" in err and "int, in [1, num_classes - 2]" in err

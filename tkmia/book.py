@@ -195,9 +195,17 @@ def _parse_comment(comment: str) -> dict[str, Any]:
     return out
 
 
-def _parameters_source(nb) -> str:
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    return cells[0].source if cells else ""
+def _parameters_source(path: Path) -> str:
+    # plain JSON, not nbformat: checking -p values must not wait for nbformat's imports
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read notebook {path}: {err}") from None
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            return "".join(source) if isinstance(source, list) else source
+    return ""
 
 
 def parameter_specs(path: str | Path) -> dict[str, ParameterSpec]:
@@ -206,9 +214,7 @@ def parameter_specs(path: str | Path) -> dict[str, ParameterSpec]:
     Each ``name = literal  # comment`` line gives a :class:`ParameterSpec`; the comment follows the
     convention in this module's docstring. Lines that are not a plain assignment are skipped.
     """
-    import nbformat
-
-    source = _parameters_source(nbformat.read(str(path), as_version=4))
+    source = _parameters_source(Path(path))
     comments: dict[int, str] = {}
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -698,13 +704,12 @@ def rerun(
     is kept as ``out/<rerun_name>--failed/`` and the error (``PapermillExecutionError`` or
     ``RuntimeError``) carries its path in ``failed_folder``.
     """
-    import nbformat
-
     source, out = Path(source), Path(out)
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} does not exist")
     _refuse_output_folder(out, source)
     parameters = check_parameters(source, dict(parameters or {}))
+    import nbformat  # after the checks, which must answer at once
     name = rerun_name(source, parameters)
     final, failed = out / name, out / f"{name}--failed"
     out.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from papermill.exceptions import PapermillExecutionError
-
     from tkmia.book import rerun
 
     parameters = {name: parse_value(value) for name, value in args.parameter}
@@ -59,17 +57,20 @@ def run(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(line, flush=True)
 
-    try:
+    try:  # bad values are refused (ValueError) before papermill is even imported
         result = rerun(args.notebook, parameters, args.out, report=not args.no_report, log=progress)
-    except PapermillExecutionError as err:
-        print(f"tkmia run: {args.notebook} failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
-              file=sys.stderr)
+    except Exception as err:
+        if not hasattr(err, "failed_folder"):  # refused before any work: the CLI prints one line
+            raise
+        from papermill.exceptions import PapermillExecutionError
+
+        if isinstance(err, PapermillExecutionError):
+            print(f"tkmia run: {args.notebook} failed in cell {err.exec_count}: {err.ename}: "
+                  f"{err.evalue}", file=sys.stderr)
+        else:  # the notebook ran, its page did not render
+            print(f"tkmia run: {err}", file=sys.stderr)
         print(f"the failed run is kept in {err.failed_folder}; earlier good runs are untouched",
               file=sys.stderr)
-        return 1
-    except RuntimeError as err:  # the notebook ran, its page did not render
-        print(f"tkmia run: {err}", file=sys.stderr)
-        print(f"the run is kept in {getattr(err, 'failed_folder', '?')}", file=sys.stderr)
         return 1
     print(f"executed {args.notebook} with {parameters or 'its default parameters'}")
     print(f"  notebook: {result.notebook}")
