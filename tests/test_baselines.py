@@ -1,4 +1,4 @@
-"""The paper's baselines (TkML-AP-U, ML-CW-U, kFool) against oracles written from PAPER.md."""
+"""The paper's baselines (TkML-AP-U, ML-CW-U, kFool) against oracles written from the paper."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_tkml_ap_u_loss_against_loop_and_average_top_k(k):
         top_true = max(float(scores[n, j]) for j in true)
         v = sorted((top_true - float(scores[n, j]) for j in range(num_classes)), reverse=True)
         assert math.isclose(float(got[n]), sum(v[: num_classes - k]) / (num_classes - k), abs_tol=1e-12)
-        # PAPER.md's expression through average_top_k
+        # the paper's expression through average_top_k
         expression = average_top_k(scores[n][labels[n].bool()].max() - scores[n], num_classes - k)
         assert torch.isclose(got[n], expression, atol=1e-12)
 
@@ -99,7 +99,7 @@ def test_losses_have_gradients():
 
 # ---------------------------------------------------------------- kFool's batched step
 def _kfool_step_loop(model, x_it, clean_scores, labels, offset, w0, k, overshoot, box):
-    """kFool's step written one sample at a time from PAPER.md (k + 2 gradients each)."""
+    """kFool's step written one sample at a time from the paper (book/reference.md) (k + 2 gradients each)."""
     low, high = box
     mid, half = (low + high) / 2, (high - low) / 2
     out = []

@@ -1,4 +1,4 @@
-"""The measures against slow per-sample definitions written from PAPER.md's formulas."""
+"""The measures against slow per-sample definitions written from the paper's formulas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ATk relaxation and TkMIA's loss: slow definitions and the properties PAPER.md states."""
+"""The ATk relaxation and TkMIA's loss: slow definitions and the properties the paper states."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_atk_batched_over_leading_dimensions():
 
 
 def slow_tkmia_loss(f, y, s, k):
-    """Direct transcription of PAPER.md: ATk_{C−k}(a) + ATk_k(b), per sample."""
+    """Direct transcription of the paper: ATk_{C−k}(a) + ATk_k(b), per sample."""
     c = len(f)
     spec = [j for j in range(c) if s[j]]
     rest = [j for j in range(c) if y[j] and not s[j]]

@@ -1,4 +1,4 @@
-"""Selection schemes against PAPER.md's rules, written per sample."""
+"""Selection schemes against the paper's rules (book/reference.md), written per sample."""
 
 from __future__ import annotations
 

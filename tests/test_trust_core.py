@@ -68,7 +68,7 @@ def test_lambda_learning_rate_changes_the_run():
 
 @pytest.mark.slow
 def test_tkmia_moves_precision_at_k_less_than_every_baseline_on_the_tiny_victim(tiny_home):
-    """PAPER.md's main claim on the tiny profile's trained victim: over the eligible samples of
+    """The paper's main claim on the tiny profile's trained victim: over the eligible samples of
     its evaluation split (global scheme, the profile's classes, k = 3), TkMIA's mean |ΔP@k| is
     below every baseline's.
 

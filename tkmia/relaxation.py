@@ -116,7 +116,7 @@ def atk_minimiser(v: Tensor, m: int) -> Tensor:
 
 
 def tkmia_terms(scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The two vectors of TkMIA's sub-goals, a and b (PAPER.md, "The relaxation").
+    """The two vectors of TkMIA's sub-goals, a and b (book/reference.md).
 
     a_j = max_{s∈S} f_s − f_j   (a_[C−k] ≤ 0  ⇔  no specified label in the top-k),
     b_j = f_j − min_{y∈Y'} f_y  (b_[k] ≤ 0    ⇔  every label of Y' = Y \\ S in the top-k).

@@ -27,7 +27,7 @@ def kfool_anchor(clean_scores: Tensor, labels: Tensor) -> Tensor:
 
 
 class KFool(Attack):
-    """The kFool attack: top-k DeepFool steps in image space (PAPER.md, "The baselines").
+    """The kFool attack: top-k DeepFool steps in image space (book/reference.md).
 
     At every step, with m the true label of highest *clean* score and J the k + 1 labels of
     highest *current* score (m left out when it is among them),

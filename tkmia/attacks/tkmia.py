@@ -13,9 +13,11 @@ LAMBDA_MODES = ("closed_form", "gradient")
 
 
 class TkMIA(Attack):
-    """The TkMIA attack: minimise ATk_{C−k}(a) + ATk_k(b) (PAPER.md, "The relaxation").
+    """The TkMIA attack: minimise ATk_{C−k}(a) + ATk_k(b) (book chapter 5, the convex relaxation).
 
-    Args (beyond :class:`~tkmia.attacks.engine.Attack`'s):
+    Takes every argument of :class:`~tkmia.attacks.engine.Attack`, and two more.
+
+    Args:
         lambda_mode: one of :data:`LAMBDA_MODES`.
         lambda_lr: step size of the λ updates when ``lambda_mode="gradient"``, a finite number > 0;
             the λ's of every step are in ``result.history`` (``"lam_a"``, ``"lam_b"``) when the

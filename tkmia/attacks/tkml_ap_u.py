@@ -15,7 +15,7 @@ from tkmia.relaxation import _check_loss_inputs, average_top_k, masked_amax
 __all__ = ["TkMLAPU", "tkml_ap_u_loss"]
 
 def tkml_ap_u_loss(scores: Tensor, labels: Tensor, k: int) -> Tensor:
-    """TkML-AP-U's loss ATk_{C−k}(max_{y∈Y} f_y − f), per sample (PAPER.md, "The baselines").
+    """TkML-AP-U's loss ATk_{C−k}(max_{y∈Y} f_y − f), per sample (book/reference.md).
 
     With v_j = max_{y∈Y} f_y − f_j, v_[C−k] = max_Y f − f_[k+1] ≤ 0 exactly when no true label
     is in the top-k; ATk_{C−k}(v) is its convex upper bound. A row with no true label scores 0.

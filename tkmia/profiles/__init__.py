@@ -84,7 +84,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """Attack loop settings (PAPER.md, "The attack loop"); ``box`` is the pixel range."""
+    """Attack loop settings (book/reference.md); ``box`` is the pixel range."""
 
     k: int
     lr: float
