@@ -252,3 +252,40 @@ def test_book_records_execution_and_cache(tmp_path):
     execute_book(source_dir=src, out_dir=out, log=lambda line: None)
     again = book.execution_records(out)
     assert len(again) == 1 and again[0]["cached"] is True and again[0]["seconds"] == first["seconds"]
+
+
+def test_glue_shows_figures_outside_a_book_build_only(monkeypatch):
+    """In JupyterLab a chapter's glued figures show; in a book build myst-nb alone places them."""
+    import matplotlib.pyplot as plt
+    import myst_nb
+
+    from tkmia import book
+
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: calls.append((name, display)))
+    fig = plt.figure()
+    monkeypatch.delenv(book.BOOK_BUILD_ENV, raising=False)
+    book.glue("fig", fig, display=False)
+    book.glue("number", 0.5, display=False)
+    monkeypatch.setenv(book.BOOK_BUILD_ENV, "1")
+    book.glue("fig", fig, display=False)
+    plt.close(fig)
+    assert calls == [("fig", True), ("number", False), ("fig", False)]
+
+
+def test_execute_notebook_marks_the_kernel_as_a_book_build(tmp_path, monkeypatch):
+    import os
+
+    import nbformat
+
+    from tkmia import book
+
+    monkeypatch.delenv(book.BOOK_BUILD_ENV, raising=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.environ.get('TKMIA_BOOK_BUILD'))")]
+    source = tmp_path / "flag.ipynb"
+    nbformat.write(nb, str(source))
+    out = book.execute_notebook(source, tmp_path / "out" / "flag.ipynb")
+    text = nbformat.read(str(out), as_version=4).cells[0].outputs[0]["text"]
+    assert text.strip() == "1"
+    assert not os.environ.get(book.BOOK_BUILD_ENV)

@@ -61,6 +61,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "glue",
+    "BOOK_BUILD_ENV",
     "KERNEL_NAME",
     "RUNS",
     "ParameterSpec",
@@ -511,7 +513,7 @@ def execute_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     config = Config()
     config.KernelManager.transport = "ipc"  # local sockets: no "running over TCP without encryption"
-    with tempfile.TemporaryDirectory(prefix="tkmia-ipc-") as sockets:
+    with tempfile.TemporaryDirectory(prefix="tkmia-ipc-") as sockets, _book_build():
         config.KernelManager.ip = str(Path(sockets) / "kernel")  # not in the notebook's folder
         papermill.execute_notebook(
             str(source),
@@ -529,6 +531,52 @@ def execute_notebook(
     nb.cells.append(box)
     nbformat.write(nb, str(output))
     return output
+
+
+#: Set in the kernel's environment while :func:`execute_notebook` runs: the notebook is being
+#: executed for a page, where myst-nb places the glued figures (see :func:`glue`).
+BOOK_BUILD_ENV = "TKMIA_BOOK_BUILD"
+
+
+class _book_build:
+    """Context: :data:`BOOK_BUILD_ENV` is set for the kernels started inside it."""
+
+    def __enter__(self):
+        self.old = os.environ.get(BOOK_BUILD_ENV)
+        os.environ[BOOK_BUILD_ENV] = "1"
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop(BOOK_BUILD_ENV, None)
+        else:
+            os.environ[BOOK_BUILD_ENV] = self.old
+
+
+def glue(name: str, variable: Any, display: bool = True) -> None:
+    """myst-nb's ``glue``, as the chapters use it, that also reads in JupyterLab.
+
+    In a book build (:func:`execute_notebook`) this is ``myst_nb.glue`` itself: a figure glued
+    with ``display=False`` appears only where the page places it. Run anywhere else (JupyterLab,
+    plain Jupyter), a glued matplotlib figure is shown in its cell as well, so a chapter run top to
+    bottom shows its figures; numbers and tables glued with ``display=False`` stay silent. Without
+    myst-nb installed (a student without the ``book`` extra) it only displays.
+
+    Example:
+        >>> glue("summary_figure", fig, display=False)   # placed by {glue:figure} in the book
+    """
+    from matplotlib.figure import Figure
+
+    if not display and isinstance(variable, Figure) and not os.environ.get(BOOK_BUILD_ENV):
+        display = True
+    try:
+        from myst_nb import glue as myst_glue
+    except ModuleNotFoundError:
+        if display:
+            from IPython.display import display as show
+
+            show(variable)
+        return
+    myst_glue(name, variable, display=display)
 
 
 # ----------------------------------------------------------------------------------------------
