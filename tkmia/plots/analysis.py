@@ -401,9 +401,9 @@ def verdict_prose(verdicts: dict) -> dict[str, str]:
     together (:func:`tkmia.plots.distinct_numbers`, so a detection rate never reads equal to a
     different false-alarm rate), the verdict words unchanged, and ``tkmia_paper_ratio`` as a
     clause that reads right in every case ("so TkMIA's images are flagged 16 times as often as
-    clean ones", "... while no clean image is", ...), and ``paper_claim``: whether the paper's
-    claim of measure imperceptibility "holds" (TkMIA not detected by the top-k measures), "does not
-    hold" or "cannot be judged"."""
+    clean ones", "... at a rate of 0.419 while no clean image is", ...), and ``paper_claim``:
+    whether the paper's claim of measure imperceptibility "holds" (TkMIA not detected by the top-k
+    measures), "does not hold" or "cannot be judged"."""
     missing = sorted({*_VERDICT_RATES, "tkmia_paper_ratio"} - set(verdicts))
     if missing:
         raise ValueError(f"verdicts lacks {missing}; pass the output of detection_verdicts")
@@ -417,7 +417,8 @@ def verdict_prose(verdicts: dict) -> dict[str, str]:
         out["tkmia_paper_ratio"] = (f"so TkMIA's images are flagged {distinct_numbers([ratio])[0]} times "
                                     "as often as clean ones")
     elif ratio == float("inf"):
-        out["tkmia_paper_ratio"] = "so some of TkMIA's images are flagged while no clean image is"
+        out["tkmia_paper_ratio"] = (f"so TkMIA's images are flagged at a rate of {out['tkmia_paper_max']} "
+                                    "while no clean image is")
     elif top == 0:
         out["tkmia_paper_ratio"] = "so neither TkMIA's images nor clean ones are flagged"
     else:
