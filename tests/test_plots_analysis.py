@@ -118,6 +118,9 @@ def test_budget_frame_counts_success_within_each_budget():
     records = _records("tkmia", shift=5.0)  # success except samples 0, 4, 8; iterations 10 * i
     frame = plots.budget_frame(records, budgets=[0, 15, 1000])
     assert frame["success_rate"].tolist() == pytest.approx([0, 1 / 12, 9 / 12])
+    # max_iter = b examines iterates 0 … b − 1: a success at iterate 10 needs a budget of 11
+    edge = plots.budget_frame(records, budgets=[10, 11])
+    assert edge["success_rate"].tolist() == pytest.approx([0, 1 / 12])
     auto = plots.budget_frame(records)
     assert auto["max_iter"].is_monotonic_increasing and auto["success_rate"].is_monotonic_increasing
     fig = plots.plot_budget(auto)

@@ -272,22 +272,24 @@ def plot_sweep(summary: pd.DataFrame, parameter: str, *, log: bool = False,
 
 
 def budget_frame(records: pd.DataFrame, budgets: Sequence[int] | None = None) -> pd.DataFrame:
-    """Success rate per method had the attack stopped after ``b`` iterations, for each budget b.
+    """Success rate per method had the attack's budget been ``max_iter = b``, for each budget b.
 
-    Computed from one run's ``iterations`` column (the first successful iterate is returned, so a
-    sample succeeds within b steps iff it succeeded with ``iterations ≤ b``); no extra runs. Rates
-    are over eligible samples. Columns method, max_iter, success_rate.
+    Computed from one run's ``iterations`` column, the index of the first successful iterate, with
+    no extra runs. A budget ``max_iter = b`` examines iterates 0 … b − 1 (the engine's convention,
+    the reference's ``maxiter``), so a sample succeeds within it iff ``iterations < b``. Budgets
+    default to 61 values in 1 … (largest iteration + 1). Rates are over eligible samples. Columns
+    method, max_iter, success_rate.
     """
     data = records[records["eligible"]]
     if budgets is None:
-        top = int(data["iterations"].max()) if len(data) else 0
-        budgets = sorted(set(np.linspace(0, top, 61).round().astype(int).tolist()))
+        top = int(data["iterations"].max()) + 1 if len(data) else 1
+        budgets = sorted(set(np.linspace(1, top, 61).round().astype(int).tolist()))
     rows = []
     for method, group in data.groupby("method", sort=False):
         won = group["success"].to_numpy()
         steps = group["iterations"].to_numpy()
         for b in budgets:
-            rate = float(np.mean(won & (steps <= b)))
+            rate = float(np.mean(won & (steps < b)))
             rows.append({"method": method, "max_iter": int(b), "success_rate": rate})
     return pd.DataFrame(rows)
 
