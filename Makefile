@@ -99,3 +99,4 @@ assignments: $(STAMP)
 
 clean:
 	rm -rf _build book/chapters assignments .pytest_cache .ruff_cache
+	rm -rf classroom/release classroom/submitted classroom/autograded classroom/feedback classroom/gradebook.db
