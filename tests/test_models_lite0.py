@@ -135,5 +135,5 @@ def test_profile_builds_the_photos_victim() -> None:
 
     model = build_model(load_profile("photos").replace(model={"weights": None}))
     assert isinstance(model, EfficientNetLite0)
-    assert model.num_classes == len(ph.CLASSES) and model.frozen_blocks == 11
+    assert model.num_classes == len(ph.CLASSES) and model.frozen_blocks == 15
     assert model(torch.rand(2, 3, 128, 128)).shape == (2, len(ph.CLASSES))
