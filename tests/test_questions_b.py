@@ -150,8 +150,12 @@ def test_verdicts_follow_the_numbers():
                                "imperceptible": [True, True, False, True]})
     words = qv.quality_verdict(summary, per_sample)
     assert words["trend"] == "rises" and words["mechanism"] == "carries the imperceptible attacks"
+    assert words["claim"] == "should be expected to be lower than on MultiShapes"
     flipped = qv.quality_verdict(summary.assign(imperceptible_rate=[0.8, 0.2]), per_sample)
     assert flipped["trend"] == "falls"
+    narrow = qv.quality_verdict(summary.assign(map=[0.25, 0.3], imperceptible_rate=[0.1, 0.12]),
+                                per_sample)
+    assert narrow["trend"] == "does not change much" and narrow["claim"].startswith("cannot be read")
     rules = pd.DataFrame({"attacker_labels": ["true labels", "top-4"], "imperceptible_rate": [0.5, 0.1],
                           "success_rate": [1.0, 0.9]})
     assert qv.no_truth_verdict(rules, 0.9)["word"] == "little of it remains"

@@ -659,8 +659,14 @@ def quality_verdict(summary: pd.DataFrame, per_sample: pd.DataFrame) -> dict[str
     mechanism = {"higher": "carries the imperceptible attacks", "lower": "does not explain them",
                  "about the same": "makes little difference here"}.get(_compare(if_ready, if_not, 0.1),
                                                                        "cannot be judged here")
-    claim = ("should be expected to be lower than on MultiShapes" if trend == "rises"
-             else "need not be lower than on MultiShapes, by this measurement")
+    if trend == "rises":
+        claim = "should be expected to be lower than on MultiShapes"
+    elif high["map"] - low["map"] < 0.2:
+        claim = (f"cannot be read from this narrow range of victims (mAP {_num(low['map'])} to "
+                 f"{_num(high['map'])}); what decides it is how often a true label waits just below "
+                 "the top-k, which is what to measure on them")
+    else:
+        claim = "need not be lower than on MultiShapes, by this measurement"
     return {"map_low": _num(low["map"]), "map_high": _num(high["map"]),
             "imp_low": _pct(low["imperceptible_rate"]), "imp_high": _pct(high["imperceptible_rate"]),
             "ready_low": _pct(low["ready"]), "ready_high": _pct(high["ready"]), "trend": trend,
