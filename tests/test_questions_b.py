@@ -161,3 +161,6 @@ def test_verdicts_follow_the_numbers():
     assert qv.no_truth_verdict(rules, 0.9)["word"] == "little of it remains"
     close = rules.assign(imperceptible_rate=[0.5, 0.45])
     assert qv.no_truth_verdict(close, 0.9)["word"] == "most of it remains"
+    nothing = pd.DataFrame({"attacker_labels": ["true labels", "p ≥ 0.5"], "attacked": [10, 0],
+                            "imperceptible_rate": [0.5, float("nan")], "success_rate": [1.0, float("nan")]})
+    assert qv.no_truth_verdict(nothing, 0.3)["word"].startswith("no predicted-label attacker")

@@ -370,6 +370,12 @@ def no_truth_frame(
     rows, samples = [], []
     for rule, value in rules:
         believed = truth if rule == "truth" else pseudo_labels(scores, rule, value)
+        name = "true labels" if rule == "truth" else (f"top-{int(value)}" if rule == "top"
+                                                     else f"p ≥ {value:g}")
+        selection = GlobalSelection(profile.selection.global_classes)
+        if not bool(selection.select(scores, believed, profile.attack.k).eligible.any()):
+            rows.append({"attacker_labels": name, "attacked": 0})  # nothing the attacker can attack
+            continue
         data = LabelledImages(test.images, believed, f"{test.checksum}-{rule}-{value:g}", test.classes)
         run_ = attack_victim(profile, model, method, dataset=data, n_samples=n_samples, device=device)
         records = run_.records
@@ -379,8 +385,6 @@ def no_truth_frame(
         verdict = judge(t["clean_scores"], t["adv_scores"], y, y * chosen, int(records["k"].iloc[0]))
         ok = verdict["applicable"]
         mean = partial(_masked_mean, mask=ok)
-        name = "true labels" if rule == "truth" else (f"top-{int(value)}" if rule == "top"
-                                                     else f"p ≥ {value:g}")
         rows.append({"attacker_labels": name, "attacked": len(records),
                      "label_errors": float((believed[ids] != y).sum(1).float().mean()),
                      "believed_success": float(records["success"].mean()),
@@ -636,7 +640,9 @@ def no_truth_verdict(summary: pd.DataFrame, victim_map: float) -> dict[str, str]
     best = others.sort_values("imperceptible_rate", ascending=False).iloc[0]
     retained = best["imperceptible_rate"] / truth["imperceptible_rate"] if truth["imperceptible_rate"] > 0 \
         else float("nan")
-    if retained != retained:
+    if best["imperceptible_rate"] != best["imperceptible_rate"]:
+        word = "no predicted-label attacker had a truly eligible image to attack"
+    elif retained != retained:
         word = "no comparison: nothing was imperceptible with Y"
     else:
         word = ("most of it remains" if retained >= 0.8 else "part of it remains" if retained >= 0.4
