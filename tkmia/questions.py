@@ -410,15 +410,17 @@ def monitor_table(records: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
 
 _NO_ATTACK = "cannot be judged (no successful attack)"
+_PAPER_MEASURES = ("precision_at_k", "map_at_k", "ndcg_at_k")
 
 
 def arms_race_verdict(records: pd.DataFrame, table: pd.DataFrame, level: float = 0.05) -> dict[str, object]:
     """What the arms race shows: whether TkMIA and TkMIA-margin are detected by the top-k margin
     (``tkmia_caught``, ``margin_caught``: "caught" / "not caught"), the detection rates and the
     margin's realised false-alarm rate, what evasion costs (paired: :func:`paired_test`, success
-    and Pert), and the next monitor: the statistic other than the top-k margin that detects
-    TkMIA-margin most (``next_statistic``, its rate, and ``next_verdict``: "catches" /
-    "does not catch")."""
+    and Pert), whether the paper's measures (P@k, mAP@k, NDCG@k) detect TkMIA-margin
+    (``paper_rate``, ``paper_caught``), and the next monitor: of the statistics beyond the paper's
+    measures and the top-k margin, the one that detects TkMIA-margin most relative to its false
+    alarms (``next_statistic``, its rate, and ``next_verdict``: "catches" / "does not catch")."""
     grid = table.set_index(["method", "statistic"])
     out: dict[str, object] = {}
     for method, key in (("tkmia", "tkmia"), ("tkmia_margin", "margin")):
@@ -437,7 +439,13 @@ def arms_race_verdict(records: pd.DataFrame, table: pd.DataFrame, level: float =
     out["pert_tkmia"] = float(summary.loc["tkmia", "pert_l2_255"])
     out["pert_margin"] = float(summary.loc["tkmia_margin", "pert_l2_255"])
     out["success_cost"] = ("significant" if _significant(test["success_p"], level) else "not significant")
-    others = table[(table["method"] == "tkmia_margin") & (table["statistic"] != "topk_margin")]
+    mine = table[table["method"] == "tkmia_margin"].set_index("statistic")
+    paper = mine.loc[[m for m in _PAPER_MEASURES if m in mine.index]]
+    out["paper_rate"] = float(paper["detection"].max())
+    out["paper_caught"] = (_NO_ATTACK if paper["detection"].isna().all()
+                           else "caught" if paper["detected"].any() else "not caught")
+    others = table[(table["method"] == "tkmia_margin")
+                   & ~table["statistic"].isin([*_PAPER_MEASURES, "topk_margin"])]
     others = others.assign(excess=(others["detection"] - 2 * others["false_alarm"]).fillna(-np.inf))
     best = others.sort_values("excess", ascending=False).iloc[0]
     out["next_statistic"] = str(best["statistic"])
