@@ -156,11 +156,14 @@ def test_verdicts_follow_the_numbers():
     narrow = qv.quality_verdict(summary.assign(map=[0.25, 0.3], imperceptible_rate=[0.1, 0.12]),
                                 per_sample)
     assert narrow["trend"] == "does not change much" and narrow["claim"].startswith("cannot be read")
-    rules = pd.DataFrame({"attacker_labels": ["true labels", "top-4"], "imperceptible_rate": [0.5, 0.1],
+    rules = pd.DataFrame({"attacker_labels": ["true labels", "top-4"], "imperceptible_rate": [0.5, 0.5],
+                          "imperceptible_yield": [0.5, 0.1], "truly_eligible": [1.0, 0.2],
                           "success_rate": [1.0, 0.9]})
     assert qv.no_truth_verdict(rules, 0.9)["word"] == "little of it remains"
-    close = rules.assign(imperceptible_rate=[0.5, 0.45])
+    close = rules.assign(imperceptible_yield=[0.5, 0.45])
     assert qv.no_truth_verdict(close, 0.9)["word"] == "most of it remains"
     nothing = pd.DataFrame({"attacker_labels": ["true labels", "p ≥ 0.5"], "attacked": [10, 0],
-                            "imperceptible_rate": [0.5, float("nan")], "success_rate": [1.0, float("nan")]})
+                            "imperceptible_rate": [0.5, float("nan")],
+                            "imperceptible_yield": [0.5, float("nan")],
+                            "truly_eligible": [1.0, float("nan")], "success_rate": [1.0, float("nan")]})
     assert qv.no_truth_verdict(nothing, 0.3)["word"].startswith("no predicted-label attacker")

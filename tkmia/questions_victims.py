@@ -361,7 +361,8 @@ def no_truth_frame(
         ``(summary, per_sample)``: per rule, ``attacked``, ``believed_success`` (success under
         the attacker's labels), ``truly_eligible`` (share of attacked samples eligible under the
         truth), and over the truly eligible ``success_rate``, ``imperceptible_rate`` and mean
-        ``delta_precision_at_k``; ``label_errors`` (mean |Ŷ Δ Y| of attacked samples).
+        ``delta_precision_at_k``; ``imperceptible_yield`` (share of all attacked samples that
+        end as true imperceptible successes); ``label_errors`` (mean |Ŷ Δ Y| of attacked samples).
     """
     test = load_dataset(profile, profile.dataset.eval_split)
     scores, truth = predict(model, test, device=device)
@@ -390,7 +391,8 @@ def no_truth_frame(
                      "believed_success": float(records["success"].mean()),
                      "truly_eligible": float(ok.float().mean()), "success_rate": mean(verdict["success"]),
                      "imperceptible_rate": mean(verdict["imperceptible"]),
-                     "delta_precision_at_k": mean(verdict["delta_precision_at_k"])})
+                     "delta_precision_at_k": mean(verdict["delta_precision_at_k"]),
+                     "imperceptible_yield": float(verdict["imperceptible"].float().mean())})
         samples.append(pd.DataFrame({"attacker_labels": name, "sample": ids.tolist(),
                                      **{key: v.tolist() for key, v in verdict.items()}}))
     return pd.DataFrame(rows), pd.concat(samples, ignore_index=True)
@@ -637,10 +639,10 @@ def no_truth_verdict(summary: pd.DataFrame, victim_map: float) -> dict[str, str]
     """Numbers and words of the no-ground-truth chapter, from :func:`no_truth_frame`'s summary."""
     truth = summary[summary["attacker_labels"] == "true labels"].iloc[0]
     others = summary[summary["attacker_labels"] != "true labels"]
-    best = others.sort_values("imperceptible_rate", ascending=False).iloc[0]
-    retained = best["imperceptible_rate"] / truth["imperceptible_rate"] if truth["imperceptible_rate"] > 0 \
-        else float("nan")
-    if best["imperceptible_rate"] != best["imperceptible_rate"]:
+    best = others.sort_values("imperceptible_yield", ascending=False).iloc[0]
+    base = truth["imperceptible_yield"]
+    retained = best["imperceptible_yield"] / base if base > 0 else float("nan")
+    if best["imperceptible_yield"] != best["imperceptible_yield"]:
         word = "no predicted-label attacker had a truly eligible image to attack"
     elif retained != retained:
         word = "no comparison: nothing was imperceptible with Y"
@@ -649,6 +651,8 @@ def no_truth_verdict(summary: pd.DataFrame, victim_map: float) -> dict[str, str]
                 else "little of it remains")
     return {"truth_imp": _pct(truth["imperceptible_rate"]), "best_rule": str(best["attacker_labels"]),
             "best_imp": _pct(best["imperceptible_rate"]), "best_success": _pct(best["success_rate"]),
+            "truth_yield": _pct(base), "best_yield": _pct(best["imperceptible_yield"]),
+            "best_eligible": _pct(best["truly_eligible"]),
             "retained": _pct(retained), "word": word, "map": _num(victim_map)}
 
 
