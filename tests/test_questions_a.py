@@ -319,3 +319,30 @@ def test_figures_are_legible_at_page_width():
         plt.close(fig)
     with pytest.raises(ValueError, match="lacks the columns"):
         plots.plot_variant_bars(table, {"iterations": "iterations"})
+
+
+def test_arms_race_verdict_reads_the_monitor_table():
+    rng = np.random.default_rng(1)
+    rows = []
+    for s in range(40):
+        clean = rng.normal(0, 1, C)
+        clean[:4] += 4.0
+        pushed = clean.copy()
+        pushed[0] = clean[3] - 0.01  # TkMIA: the specified label just below the top-3
+        deep = clean.copy()
+        deep[0] = clean[3] - 3.0  # the adaptive attack: pushed far below, the margin kept
+        for method, scores, pert in (("tkmia", pushed, 1.0), ("tkmia_margin", deep, 2.0)):
+            row = {"sample": s, "method": method, "k": 3, "eligible": True, "success": True,
+                   "imperceptible": True, "iterations": 10, "pert_l2": pert, "pert_l2_255": 255 * pert,
+                   "labels": [0, 1, 2, 3, 4], "clean_scores": list(clean), "adv_scores": list(scores)}
+            for m in ("topk_accuracy", "precision_at_k", "map_at_k", "ndcg_at_k"):
+                row[f"clean_{m}"] = row[f"adv_{m}"] = 1.0
+            rows.append(row)
+    records = pd.DataFrame(rows)
+    table = questions.monitor_table(records, alpha=0.05)
+    v = questions.arms_race_verdict(records, table)
+    assert v["tkmia_caught"] == "caught" and v["margin_caught"] == "not caught"
+    assert v["tkmia_margin_rate"] > v["margin_margin_rate"]
+    assert v["cost_pert_ratio"] == pytest.approx(2.0) and v["success_cost"] == "not significant"
+    assert v["next_statistic"] not in ("precision_at_k", "map_at_k", "ndcg_at_k", "topk_margin")
+    assert v["paper_caught"] in ("caught", "not caught")
