@@ -289,3 +289,26 @@ def test_execute_notebook_marks_the_kernel_as_a_book_build(tmp_path, monkeypatch
     text = nbformat.read(str(out), as_version=4).cells[0].outputs[0]["text"]
     assert text.strip() == "1"
     assert not os.environ.get(book.BOOK_BUILD_ENV)
+
+
+def test_make_book_executes_the_chapters_the_toc_lists(tmp_path):
+    """A notebook not (yet) in the table of contents is not executed by ``make book``."""
+    import nbformat
+
+    from tkmia.book import TOC, execute_book, source_notebooks, toc_chapters
+
+    chapters = toc_chapters(TOC)
+    assert "02_measures" in chapters and "14a_exercise_measures" in chapters
+    assert set(chapters) <= {s.stem for s in source_notebooks()}
+    src = tmp_path / "nb"
+    src.mkdir()
+    for name in ("a_in", "b_out"):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+        nbformat.write(nb, str(src / f"{name}.ipynb"))
+    toc = tmp_path / "_toc.yml"
+    toc.write_text("format: jb-book\nroot: intro\nchapters:\n  - file: book/chapters/a_in\n")
+    logs: list[str] = []
+    written = execute_book(source_dir=src, out_dir=tmp_path / "out", toc=toc, log=logs.append)
+    assert [p.stem for p in written] == ["a_in"]
+    assert any("not executed: b_out" in line for line in logs)

@@ -80,6 +80,7 @@ __all__ = [
     "build_report",
     "execution_records",
     "execute_book",
+    "toc_chapters",
     "source_notebooks",
     "main",
 ]
@@ -88,6 +89,7 @@ _REPO = Path(__file__).resolve().parent.parent
 _PACKAGE = Path(__file__).resolve().parent
 NOTEBOOKS = _REPO / "notebooks"
 CHAPTERS = _REPO / "book" / "chapters"
+TOC = _REPO / "_toc.yml"
 #: where ``tkmia run`` writes its reruns, one folder per notebook and parameters
 RUNS = _REPO / "_build" / "runs"
 
@@ -834,6 +836,27 @@ def execution_records(folder: str | Path = CHAPTERS) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.exec.json"))]
 
 
+def toc_chapters(toc: str | Path = TOC) -> list[str]:
+    """The notebook names (stems) the table of contents lists as ``book/chapters/<name>`` pages."""
+    import yaml
+
+    found: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            name = node.get("file")
+            if isinstance(name, str) and name.startswith("book/chapters/"):
+                found.append(Path(name).stem)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(yaml.safe_load(Path(toc).read_text()))
+    return found
+
+
 def execute_book(
     *,
     profile: str | None = None,
@@ -842,18 +865,29 @@ def execute_book(
     tiny: bool = False,
     source_dir: str | Path = NOTEBOOKS,
     out_dir: str | Path = CHAPTERS,
+    toc: str | Path | None = None,
     log: Log = print,
 ) -> list[Path]:
-    """Execute every source notebook whose inputs changed; return the executed copies' paths.
+    """Execute the book's notebooks whose inputs changed; return the executed copies' paths.
 
     Args:
         profile: passed as ``profile`` to notebooks that declare that parameter.
         data_root: passed (absolute) as ``data_root`` to notebooks that declare it.
-        only: notebook names (file stems, e.g. ``"02_measures"``) to execute; default all.
+        only: notebook names (file stems, e.g. ``"02_measures"``) to execute; default all of
+            ``source_dir``, or, with ``toc``, those the table of contents lists (a notebook not
+            yet in the book is not executed by ``make book``; ``tkmia run`` still runs it).
         tiny: use each notebook's :func:`tiny_parameters`.
         source_dir, out_dir: where the source notebooks are and where executed copies go.
+        toc: a ``_toc.yml`` whose chapters are the default selection (``make book`` passes the
+            repository's).
     """
     sources = source_notebooks(source_dir)
+    if toc is not None and not only:
+        listed = set(toc_chapters(toc))
+        skipped = [s.stem for s in sources if s.stem not in listed]
+        if skipped:
+            log(f"not in {Path(toc).name}, not executed: {', '.join(skipped)}")
+        sources = [s for s in sources if s.stem in listed]
     if only:
         wanted = {Path(name).stem for name in only}
         missing = sorted(wanted - {s.stem for s in sources})
@@ -901,7 +935,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--tiny", action="store_true", help="use the tiny parameters of the tests")
     args = parser.parse_args(argv)
     try:
-        execute_book(profile=args.profile, data_root=args.data_root, only=args.only, tiny=args.tiny)
+        execute_book(profile=args.profile, data_root=args.data_root, only=args.only, tiny=args.tiny,
+                     toc=TOC)
     except (ValueError, FileNotFoundError) as err:
         print(f"tkmia.book: error: {err}", file=sys.stderr)
         return 2
