@@ -38,7 +38,7 @@ def tkmia_exact_loss(scores: Tensor, labels: Tensor, specified: Tensor, k: int, 
     """[a_[C−k]]_+ + [b_[k]]_+ per sample: TkMIA's two ranking conditions, unrelaxed.
 
     a_[C−k] = max_S f − f_[k+1] ≤ 0 iff no specified label is in the top-k, b_[k] = f_[k] −
-    min_{Y'} f ≤ 0 iff every label of Y' = Y \\ S is (PAPER.md, "The relaxation"; a, b from
+    min_{Y'} f ≤ 0 iff every label of Y' = Y \\ S is (book/reference.md and chapter 5; a, b from
     :func:`tkmia.relaxation.tkmia_terms`). With ``width`` > 1 each condition is replaced by the
     mean of the ``width`` entries ranked just above it (:func:`ranked_range_mean`, at most C − k
     and k entries): ``width ≥ C − k`` gives ATk_{C−k}(a) + ATk_k(b), TkMIA's loss, wherever that
@@ -74,7 +74,9 @@ def tkmia_exact_loss(scores: Tensor, labels: Tensor, specified: Tensor, k: int, 
 class TkMIAExact(Attack):
     """TkMIA's goal without its relaxation: minimise [a_[C−k]]_+ + [b_[k]]_+ in TkMIA's loop.
 
-    Args (beyond :class:`~tkmia.attacks.engine.Attack`'s):
+    Takes every argument of :class:`~tkmia.attacks.engine.Attack`, and one more.
+
+    Args:
         width: each condition is averaged over the ``width`` entries ranked just above it
             (1, the default: the exact conditions; ≥ C − k: TkMIA's ATk relaxation), an int ≥ 1.
             The widths in between are the family between the two (see :func:`tkmia_exact_loss`).

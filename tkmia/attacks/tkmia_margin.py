@@ -30,7 +30,9 @@ class TkMIAMargin(Attack):
     last one; ``success`` is the scheme's rule as for every method). The target keep · m0 of
     each sample is in ``result.history["target"]`` when the attack records its history.
 
-    Args (beyond :class:`~tkmia.attacks.engine.Attack`'s):
+    Takes every argument of :class:`~tkmia.attacks.engine.Attack`, and two more.
+
+    Args:
         weight: weight of the margin penalty, a finite number ≥ 0 (0: TkMIA's loss, but still
             the margin's stopping rule).
         keep: the fraction of the clean margin to restore, in [0, 1] (0: TkMIA's stopping rule).
