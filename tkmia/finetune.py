@@ -21,7 +21,13 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from tkmia.metrics import precision_at_k
-from tkmia.training import OPTIMIZERS, SCHEDULES, TrainResult, _batches, mean_average_precision
+from tkmia.training import (
+    TrainResult,
+    _batches,
+    check_settings,
+    make_optimizer,
+    mean_average_precision,
+)
 
 
 @torch.no_grad()
@@ -71,13 +77,7 @@ def finetune_frozen(
     start_block = getattr(model, "frozen_blocks", 0)
     if not isinstance(start_block, int) or start_block < 1:
         raise ValueError(f"model.frozen_blocks={start_block!r}; finetune_frozen needs >= 1 frozen block")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r}; expected a positive int")
+    epochs, batch_size = check_settings(epochs, batch_size, lr, optimizer, schedule)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -87,15 +87,8 @@ def finetune_frozen(
     if val_set is not None:
         x_val, y_val = frozen_features(model, val_set, batch_size, device)
     feature_seconds = time.perf_counter() - begin
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = -(-len(x_train) // batch_size)
-    scheduler = None
-    if schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
+    opt, scheduler = make_optimizer(model, optimizer, lr, weight_decay, momentum, schedule, epochs * steps)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     result = TrainResult()
     for epoch in range(1, epochs + 1):

@@ -161,6 +161,34 @@ def evaluate(
     }
 
 
+def check_settings(epochs, batch_size, lr, optimizer: str, schedule: str) -> tuple[int, int]:
+    """Validate training settings (a ``ValueError`` naming the bad one); ``(epochs, batch_size)`` as ints."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}; expected a positive int")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r}; expected > 0")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
+    return int(epochs), int(batch_size)
+
+
+def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float, momentum: float,
+                   schedule: str, total_steps: int):
+    """The optimiser over ``model``'s trainable parameters and its schedule (None when constant)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = None
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps)
+    return opt, scheduler
+
+
 def train_model(
     model: nn.Module,
     train_set: Dataset,
@@ -197,30 +225,13 @@ def train_model(
     Returns:
         A :class:`TrainResult` (the model is trained in place and left in eval mode).
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r}; expected a positive int")
-    epochs, batch_size = int(epochs), int(batch_size)
-    if not lr > 0:
-        raise ValueError(f"lr={lr!r}; expected > 0")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
+    epochs, batch_size = check_settings(epochs, batch_size, lr, optimizer, schedule)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = -(-len(train_set) // batch_size)
-    scheduler = None
-    if schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=epochs * steps_per_epoch
-        )
+    opt, scheduler = make_optimizer(model, optimizer, lr, weight_decay, momentum, schedule,
+                                    epochs * steps_per_epoch)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     result = TrainResult()
     start = time.perf_counter()
