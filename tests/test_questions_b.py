@@ -167,3 +167,56 @@ def test_verdicts_follow_the_numbers():
                             "imperceptible_yield": [0.5, float("nan")],
                             "truly_eligible": [1.0, float("nan")], "success_rate": [1.0, float("nan")]})
     assert qv.no_truth_verdict(nothing, 0.3)["word"].startswith("no predicted-label attacker")
+
+
+@pytest.mark.slow
+def test_snapshots_are_the_weights_after_each_epoch_and_the_last_is_the_victim(tiny_home):
+    from tkmia.experiments import model_fingerprint
+    from tkmia.victims import load_snapshot, load_victim, victim_dir
+
+    profile = load_profile("tiny")
+    victim, meta = load_victim(profile, progress=False)
+    assert meta["snapshots"] == list(range(1, profile.train.epochs + 1))
+    last, last_meta = load_snapshot(profile, profile.train.epochs)
+    assert model_fingerprint(last) == model_fingerprint(victim)
+    assert last_meta["eval"]["map"] == pytest.approx(meta["eval"]["map"])
+    first, _ = load_snapshot(profile, 1)
+    assert model_fingerprint(first) != model_fingerprint(victim)
+    victims = qv.quality_victims(profile, [profile.train.epochs, 1, 1])
+    assert list(victims) == ["epoch 1", f"epoch {profile.train.epochs}"]
+    for bad in (0, profile.train.epochs + 1, 1.0, True):
+        with pytest.raises(ValueError, match="epoch="):
+            load_snapshot(profile, bad)
+    (victim_dir(profile) / "epoch-001.pt").unlink()
+    with pytest.raises(ValueError, match="no weights after epoch 1.*--force"):
+        load_snapshot(profile, 1)
+
+
+@pytest.mark.slow
+def test_finetuned_victim_starts_from_the_profile_victim_and_is_keyed_by_it(tiny_home, tmp_path):
+    from tkmia.victims import init_profile, load_victim, training_config, victim_dir, victim_key
+
+    base = load_profile("tiny")
+    start, _ = load_victim(base, progress=False)
+    tuned = qv.variant_profile("tiny", mean_labels=6, epochs=1, finetune=True)
+    assert tuned.train.init == "tiny" and init_profile(tuned).name == "tiny"
+    assert training_config(tuned)["train"]["init"] == victim_dir(base).name
+    scratch = qv.variant_profile("tiny", mean_labels=6, epochs=1)
+    assert "init" not in training_config(scratch)["train"]
+    assert victim_key(tuned) != victim_key(scratch)
+    # one epoch at a tiny learning rate stays close to the start; from scratch it does not
+    near = tuned.replace(train={"lr": 1e-9, "schedule": "constant"})
+    model, _ = load_victim(near, progress=False)
+    for name, tensor in start.state_dict().items():
+        if tensor.is_floating_point() and "running" not in name:
+            assert torch.allclose(model.state_dict()[name], tensor, atol=1e-5), name
+    with pytest.raises(ValueError, match="needs the profile by name"):
+        qv.variant_profile(base, finetune=True)
+    with pytest.raises(ValueError, match="train.init='nosuch'"):
+        load_victim(base.replace(train={"init": "nosuch"}), progress=False)
+    import yaml
+
+    chained = tmp_path / "chained.yaml"
+    chained.write_text(yaml.safe_dump({**tuned.to_dict(), "name": "chained"}))
+    with pytest.raises(ValueError, match="itself fine-tuned"):
+        training_config(base.replace(train={"init": str(chained)}))

@@ -32,7 +32,7 @@ from tkmia.metrics import measures, ranks, topk_mask
 from tkmia.profiles import Profile, load_profile
 from tkmia.selection import GlobalSelection, Specification
 from tkmia.training import predict
-from tkmia.victims import load_victim
+from tkmia.victims import load_snapshot, load_victim
 
 __all__ = [
     "ARCH_NAMES",
@@ -74,6 +74,7 @@ def variant_profile(
     epochs: int | None = None,
     mean_labels: int | None = None,
     val_images: int = 200,
+    finetune: bool = False,
 ) -> Profile:
     """The profile with another victim architecture, training budget or MultiShapes variant.
 
@@ -84,6 +85,8 @@ def variant_profile(
             validation split shrinks to ``val_images`` (validated every epoch).
         epochs: ``train.epochs``; None keeps the profile's.
         mean_labels: ``dataset.mean_labels`` (mean labels per image); None keeps the profile's.
+        finetune: start from the weights of the profile's own victim (``train.init``, trained once
+            and cached) instead of random weights; needs ``profile`` given by name.
 
     Returns:
         A validated :class:`~tkmia.profiles.Profile`; its victim has its own cache entry.
@@ -103,6 +106,11 @@ def variant_profile(
         overrides.setdefault("dataset", {})["mean_labels"] = mean_labels
     if epochs is not None:
         overrides["train"] = {"epochs": epochs}
+    if finetune:
+        if not isinstance(profile, str):
+            raise ValueError("finetune=True needs the profile by name (or YAML path), which train.init "
+                             f"records; got a Profile object ({base.name!r})")
+        overrides.setdefault("train", {})["init"] = profile
     return base.replace(**overrides)
 
 
@@ -460,21 +468,16 @@ def quality_victims(
     profile: Profile | str,
     epochs: Sequence[int],
     *,
-    train_images: int | None = None,
-    include_profile_victim: bool = True,
     device: str = "cpu",
 ) -> dict[str, tuple[nn.Module, float, Profile]]:
-    """Victims of one architecture trained for each of ``epochs`` on ``train_images`` images,
-    and the profile's own victim when asked: ``name -> (model, test mAP, profile)``."""
+    """The profile's victim after each of ``epochs`` epochs of its one training run (weights kept
+    by :func:`tkmia.victims.load_snapshot`; the last epoch is the profile's victim itself):
+    ``"epoch e" -> (model, test mAP, profile)``."""
+    base = profile if isinstance(profile, Profile) else load_profile(profile)
     out = {}
-    for e in epochs:
-        variant = variant_profile(profile, train_images=train_images, epochs=e)
-        model, meta = load_victim(variant, device=device, progress=False)
-        out[f"{e} epoch{'s' if e > 1 else ''}"] = (model, meta["eval"]["map"], variant)
-    if include_profile_victim:
-        base = profile if isinstance(profile, Profile) else load_profile(profile)
-        model, meta = load_victim(base, device=device, progress=False)
-        out[f"profile's ({base.train.epochs} epochs)"] = (model, meta["eval"]["map"], base)
+    for e in sorted({int(e) for e in epochs}):
+        model, meta = load_snapshot(base, e, device=device)
+        out[f"epoch {e}"] = (model, meta["eval"]["map"], base)
     return out
 
 
@@ -512,11 +515,13 @@ def cardinality_sweep(
     *,
     train_images: int | None = None,
     epochs: int | None = None,
+    finetune: bool = True,
     n_samples: int | None = None,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """For each MultiShapes variant of ``mean_labels``: a victim (cached) and a TkMIA attack
-    (run store), summarised by :func:`cardinality_frame`.
+    """For each MultiShapes variant of ``mean_labels``: a victim (cached; by default the profile's
+    victim fine-tuned on the variant, see :func:`variant_profile`) and a TkMIA attack (run store),
+    summarised by :func:`cardinality_frame`.
 
     Returns:
         ``(by_room, victims)``: the concatenated :func:`cardinality_frame` rows, and per variant
@@ -525,7 +530,8 @@ def cardinality_sweep(
     """
     frames, rows = [], []
     for m in mean_labels:
-        variant = variant_profile(profile, train_images=train_images, epochs=epochs, mean_labels=int(m))
+        variant = variant_profile(profile, train_images=train_images, epochs=epochs, mean_labels=int(m),
+                                  finetune=finetune)
         model, meta = load_victim(variant, device=device, progress=False)
         test = load_dataset(variant, variant.dataset.eval_split)
         scores, labels = predict(model, test, device=device)

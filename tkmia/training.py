@@ -12,7 +12,7 @@ import json
 import numbers
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +97,13 @@ class TrainResult:
         history: one dict per epoch: ``epoch``, ``loss`` (mean BCE sum per image), ``val_map``,
             ``val_precision_at_k``, ``seconds`` (since the start).
         seconds: wall-clock training time, validation included.
+        snapshots: ``epoch -> state dict`` (CPU copies) after each epoch, when
+            :func:`train_model` was asked to keep them.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def _batches(
@@ -207,6 +210,7 @@ def train_model(
     device: str | torch.device = "cpu",
     num_workers: int = 0,
     progress: bool = True,
+    snapshots: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place with BCE-with-logits (reduction sum) and validate after each epoch.
 
@@ -221,6 +225,7 @@ def train_model(
         seed: seeds the initial shuffle order, flips and ``torch.manual_seed``.
         k: the k of the validation P@k.
         progress: show tqdm bars.
+        snapshots: keep a CPU copy of the weights after each epoch (``result.snapshots``).
 
     Returns:
         A :class:`TrainResult` (the model is trained in place and left in eval mode).
@@ -264,6 +269,8 @@ def train_model(
             record["val_precision_at_k"] = metrics["precision_at_k"]
         record["seconds"] = time.perf_counter() - start
         result.history.append(record)
+        if snapshots:
+            result.snapshots[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if progress:
             extra = (
                 f" val mAP {record['val_map']:.4f} P@{k} {record['val_precision_at_k']:.4f}"
@@ -341,5 +348,5 @@ def load_checkpoint(model: nn.Module, folder: str | Path) -> tuple[nn.Module, di
 
 
 def result_dict(result: TrainResult) -> dict[str, Any]:
-    """A :class:`TrainResult` as JSON-ready data."""
-    return asdict(result)
+    """A :class:`TrainResult` as JSON-ready data (history and seconds; the snapshots are weights)."""
+    return {"history": [dict(r) for r in result.history], "seconds": result.seconds}

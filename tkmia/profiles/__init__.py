@@ -68,7 +68,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Victim training (BCE-with-logits, sum): optimiser ``adam`` or ``sgd``, peak ``lr``."""
+    """Victim training (BCE-with-logits, sum): optimiser ``adam`` or ``sgd``, peak ``lr``; ``init``
+    names a profile whose victim gives the initial weights (fine-tuning), None: random weights."""
 
     epochs: int
     batch_size: int
@@ -80,6 +81,7 @@ class TrainConfig:
     momentum: float = 0.9
     flip: bool = True
     num_workers: int = 0
+    init: str | None = None  # a profile whose victim gives the initial weights (fine-tuning); None: random
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,9 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain YAML-ready data (tuples become lists).
 
-        ``dataset.setting``, ``dataset.mean_labels`` and ``model.frozen_blocks`` are left out at
-        their defaults (None, None, 0), so that the cache keys of the profiles that do not use them
-        stay what they were.
+        ``dataset.setting``, ``dataset.mean_labels``, ``model.frozen_blocks`` and ``train.init`` are
+        left out at their defaults (None, None, 0, None), so that the cache keys of the profiles that
+        do not use them stay what they were.
         """
         data = _plain(dataclasses.asdict(self))
         if data["dataset"]["setting"] is None:
@@ -149,6 +151,8 @@ class Profile:
             del data["dataset"]["mean_labels"]
         if data["model"]["frozen_blocks"] == 0:
             del data["model"]["frozen_blocks"]
+        if data["train"]["init"] is None:
+            del data["train"]["init"]
         return data
 
     def replace(self, **overrides: Any) -> Profile:
