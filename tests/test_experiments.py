@@ -142,6 +142,22 @@ def test_stored_results_are_reused_and_force_recomputes(tmp_path, monkeypatch):
         go(root=tmp_path, force=True)
 
 
+def test_stored_run_asked_for_more_saved_images_attacks_those_batches_again(tmp_path, monkeypatch, baseline):
+    few = go(dataclasses.replace(CONFIG, save_images=2), root=tmp_path)
+    assert len(ex.load_images(few)["sample"]) == 2
+    more = go(dataclasses.replace(CONFIG, save_images=7), root=tmp_path)
+    assert more.path == few.path
+    assert ex.load_images(more)["sample"] == list(more.records["sample"][:7])
+    pd.testing.assert_frame_equal(comparable(more.records), comparable(baseline.records))
+
+    def forbidden(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(ex.ExperimentConfig, "attack", forbidden)
+    for enough in (7, 5, 0):  # as many or fewer images than stored: the run is reused as it is
+        go(dataclasses.replace(CONFIG, save_images=enough), root=tmp_path)
+
+
 def test_same_seed_same_table_random_scheme(tmp_path):
     config = dataclasses.replace(CONFIG, scheme="random", classes=None, n_pert=2, del_n=1, seed=5)
     a = go(config, root=tmp_path / "a").records

@@ -684,10 +684,20 @@ def run(
             path.unlink(missing_ok=True)
     elif table.exists():
         try:
-            return load_results(folder)
+            found = load_results(folder)
         except RunFileError as err:  # rebuilt below from the batches (or recomputed)
             _warn(f"{err.path} is unreadable; rebuilding the run's table")
             err.path.unlink(missing_ok=True)
+            table.unlink(missing_ok=True)
+        else:
+            unsaved = _batches_without_images(folder, config.save_images, found.meta["config"]["batch_size"],
+                                              len(found.records))
+            if not unsaved:
+                return found
+            # asked for more saved images than the stored run kept: attack those batches again
+            # (the same samples and settings give the same records) and keep their images
+            for b in unsaved:
+                (folder / f"batch_{b:05d}.parquet").unlink(missing_ok=True)
             table.unlink(missing_ok=True)
 
     settings = _settings(config, context)
@@ -736,6 +746,22 @@ def run(
     if shard is not None and done < len(batches):
         return Run(_concat(folder), config, folder, meta, batches=(done, len(batches)), shard=shard)
     return dataclasses.replace(merge(folder), shard=shard)
+
+
+def _batches_without_images(folder: Path, save_images: int, batch_size: int, n_samples: int) -> list[int]:
+    """The batches of a stored run whose images ``save_images`` asks for but no file holds."""
+    wanted = min(int(save_images), n_samples)
+    out = []
+    for b in range(-(-wanted // batch_size)):
+        path = folder / f"images_{b:05d}.pt"
+        need = min(batch_size, wanted - b * batch_size)
+        try:
+            have = len(torch.load(path, weights_only=True)["sample"]) if path.exists() else 0
+        except Exception:  # a damaged file: its batch is attacked again  # noqa: BLE001
+            have = 0
+        if have < need:
+            out.append(b)
+    return out
 
 
 def _concat(folder: Path) -> pd.DataFrame:
