@@ -137,7 +137,15 @@ def test_figures_are_legible():
     quality = pd.DataFrame({"map": [0.5, 0.8, 0.98], "success_rate": [1, 1, 1],
                             "imperceptible_rate": [0.2, 0.5, 0.8],
                             "delta_precision_at_k": [-0.2, -0.1, 0], "ready": [0.3, 0.6, 0.9]})
-    for figure in (vq.plot_transfer(transfer), vq.plot_cardinality(card), vq.plot_quality(quality)):
+    rules = pd.DataFrame({"attacker_labels": ["true labels", "top-4", "p ≥ 0.5"],
+                          "believed_success": [1.0, 1.0, float("nan")],
+                          "success_rate": [1.0, 0.8, float("nan")],
+                          "imperceptible_rate": [0.6, 0.3, float("nan")],
+                          "imperceptible_yield": [0.6, 0.2, float("nan")]})
+    with pytest.raises(ValueError, match="plot_no_truth needs the columns"):
+        vq.plot_no_truth(rules.drop(columns="success_rate"))
+    for figure in (vq.plot_transfer(transfer), vq.plot_cardinality(card), vq.plot_quality(quality),
+                   vq.plot_no_truth(rules)):
         assert smallest_font_px(figure) >= MIN_FONT_PX - 1e-6
         assert panels_per_row(figure) <= 3
         plt.close(figure)
@@ -220,3 +228,15 @@ def test_finetuned_victim_starts_from_the_profile_victim_and_is_keyed_by_it(tiny
     chained.write_text(yaml.safe_dump({**tuned.to_dict(), "name": "chained"}))
     with pytest.raises(ValueError, match="itself fine-tuned"):
         training_config(base.replace(train={"init": str(chained)}))
+
+
+def test_transfer_verdict_compares_the_transformer_in_plain_words():
+    rows = [{"method": m, "source": s, "target": t,
+             "success_rate": 1.0 if s == t else (0.0 if t == "small_vit" else 0.04),
+             "imperceptible_rate": (0.12 if s != "small_vit" else 0.04) if s == t else 0.0,
+             "delta_precision_at_k": 0.0}
+            for m in ("tkmia", "tkml_ap_u") for s in qv.ARCH_NAMES for t in qv.ARCH_NAMES]
+    words = qv.transfer_verdict(pd.DataFrame(rows))
+    assert words["vit_word"] == ("behaves differently (white-box imperceptible success lower than on the "
+                                 "convolutional victims, transfer into it about the same as between them)")
+    assert words["transfers"] == "does not" and words["vit_in"] == "0%" and words["cnn_in"] == "4.0%"

@@ -608,8 +608,10 @@ def transfer_verdict(frame: pd.DataFrame) -> dict[str, str]:
     if white == "about the same" and moved == "about the same":
         out["vit_word"] = "behaves like the convolutional victims"
     else:
-        out["vit_word"] = (f"behaves differently (white-box imperceptible success {white}, "
-                           f"transfer into it {moved} than between the convolutional victims)")
+        versus = {"higher": "higher than", "lower": "lower than", "about the same": "about the same as"}
+        out["vit_word"] = (f"behaves differently (white-box imperceptible success "
+                           f"{versus.get(white, white + ', against')} on the convolutional victims, "
+                           f"transfer into it {versus.get(moved, moved + ', against')} between them)")
     return out
 
 

@@ -1,6 +1,7 @@
 """Figures of the open questions about victims and data (:mod:`tkmia.questions_victims`):
-transfer matrices, label cardinality, victim quality. Each function draws a frame computed by
-:mod:`tkmia.questions_victims` and returns the figure; it computes nothing but the layout.
+transfer matrices, label cardinality, an attacker without ground truth, victim quality. Each
+function draws a frame computed by :mod:`tkmia.questions_victims` and returns the figure; it
+computes nothing but the layout.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pandas as pd
 from tkmia.plots.experiments import method_label
 from tkmia.plots.theme import METHOD_COLORS, format_number, panel_grid, style
 
-__all__ = ["plot_transfer", "plot_cardinality", "plot_quality"]
+__all__ = ["plot_transfer", "plot_cardinality", "plot_no_truth", "plot_quality"]
 
 
 def _require(frame: pd.DataFrame, columns, what: str) -> None:
@@ -124,5 +125,43 @@ def plot_quality(frame: pd.DataFrame):
     ax_r.set_ylim(-0.03, 1.03)
     for ax in axes.flat:
         ax.set_xlabel("victim mAP (test)")
+    fig.tight_layout()
+    return fig
+
+
+#: The bars of :func:`plot_no_truth`: summary column -> legend label.
+NO_TRUTH_BARS = {
+    "believed_success": "success as the attacker sees it",
+    "success_rate": "true success (truly eligible)",
+    "imperceptible_rate": "true imperceptible (truly eligible)",
+    "imperceptible_yield": "true imperceptible (all attacked)",
+}
+
+
+def plot_no_truth(frame: pd.DataFrame):
+    """Per attacker's labels (true labels, top-m, threshold): the success the attacker believes,
+    the true success and imperceptible success over the truly eligible images, and the true
+    imperceptible successes over all attacked images, as grouped bars (fractions).
+
+    Args:
+        frame: the summary of :func:`tkmia.questions_victims.no_truth_frame`; a rule that attacked
+            nothing shows no bars.
+    """
+    _require(frame, ("attacker_labels", *NO_TRUTH_BARS), "plot_no_truth")
+    style()
+    rules = list(frame["attacker_labels"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rules) + 2.5), 3.8))
+    width = 0.8 / len(NO_TRUTH_BARS)
+    shades = ("0.75", METHOD_COLORS["tkmia"], "#f4a261", "#2a9d8f")
+    x = np.arange(len(rules))
+    for i, (column, label) in enumerate(NO_TRUTH_BARS.items()):
+        values = frame[column].to_numpy(dtype=float)
+        ax.bar(x + (i - (len(NO_TRUTH_BARS) - 1) / 2) * width, np.nan_to_num(values), width,
+               color=shades[i], label=label)
+    ax.set_xticks(x, rules)
+    ax.set_xlabel("the attacker's labels")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper center", ncol=2, bbox_to_anchor=(0.5, -0.22))
     fig.tight_layout()
     return fig
