@@ -128,6 +128,19 @@ def test_novel_objects_sources_are_disjoint(root: Path) -> None:
     for side in (train, test):
         names = {c.name.rsplit("/", 1)[-1] for c in side["cutouts"] if c.label == 0}
         assert ("thinga" in names) == ("thinga_mirror" in names)
+    # families, not files, are split 60/40: of 5 objects per class (one with a mirror), 2 on test
+    for label in range(N_CLASSES):
+        assert len({c.family for c in test["cutouts"] if c.label == label}) == 2
+        assert len({c.family for c in train["cutouts"] if c.label == label}) == 3
+
+
+def test_a_scene_draws_an_object_then_one_of_its_cutouts(root: Path) -> None:
+    """thinga has two cut-outs (itself and its mirror); it must not be drawn twice as often."""
+    ds = _make(root, "train", n_images=400, setting="novel_scenes")
+    names = [name.rsplit("/", 1)[-1] for scene in ds.objects for _, name in scene["pasted"]]
+    counts = {f: sum(n.removesuffix("_mirror") == f for n in names) for f in
+              ("thinga", "thingb", "thingc", "thingd", "thinge")}
+    assert counts["thinga"] < 1.5 * np.mean([counts[f] for f in counts if f != "thinga"])
 
 
 def test_novel_scenes_share_cutouts_not_backgrounds(root: Path) -> None:

@@ -24,13 +24,17 @@ A scene (:func:`compose`) pastes 1-5 cut-outs of different classes on a random s
 background, each at a random scale (by opaque area), position and horizontal flip. A placement is
 accepted only when every object already pasted keeps >= :data:`MIN_VISIBLE` of its opaque pixels
 visible; an object that finds no such place in 30 tries is not pasted. The label set is exactly
-the set of classes pasted (``dataset.objects`` lists them with their cut-outs).
+the set of classes pasted (``dataset.objects`` lists them with their cut-outs). A scene draws its
+classes, then for each class an object (family) uniformly and one of that object's cut-outs, so an
+object with many variants is not shown more often than one with a single photo.
 
 Splits (``setting``):
 
 * ``"novel_objects"``: train and test use disjoint cut-outs *and* disjoint backgrounds. Cut-outs of
   one object (mirror copies, numbered variants, names containing another's name: see
-  :func:`object_family`) stay on one side.
+  :func:`object_family`) stay on one side. Per class, 40% of the objects (families, drawn at
+  random from the seed) go to test, the others to train; the same for the backgrounds of each
+  category.
 * ``"novel_scenes"``: every cut-out is shared; backgrounds and compositions are disjoint.
 
 ``val`` is composed from the train sources (it monitors training, it does not measure novelty).
@@ -99,6 +103,8 @@ SETTINGS = ("novel_objects", "novel_scenes")
 SPLITS = ("train", "val", "test")
 FLAT_THRESHOLD = 0.3
 MIN_VISIBLE = 0.6
+#: Range of an object's opaque area, as a share of the scene (times 0.6 with more than 2 objects).
+AREA_RANGE = (0.10, 0.30)
 _WORK_SIZE = 256  # cut-outs and backgrounds are kept at most this large in memory
 
 _FETCH = (
@@ -232,20 +238,16 @@ def _source_bytes(root: Path, side: dict[str, list]) -> int:
 def _split_by_family(
     items: list[Any], family: list[str], test_fraction: float, rng: np.random.Generator
 ) -> tuple[list[Any], list[Any]]:
-    """Whole families to test (smallest first, ties in seeded order) until ``test_fraction`` of the items."""
+    """Whole families to test, in seeded random order, until test holds ``test_fraction`` of the families.
+
+    Families, not files, are counted: both sides then get about their share of distinct objects,
+    whatever the number of variants of each (a family of 11 numbered flowers counts once). Test
+    gets at least one family, train keeps at least one.
+    """
     families = sorted(set(family))
     rng.shuffle(families)
-    families.sort(key=family.count)  # small families first: more distinct objects on test
-    target = max(1, round(test_fraction * len(items)))
-    test_families: set[str] = set()
-    n_test = 0
-    for fam in families:
-        size = family.count(fam)
-        if n_test == 0 or n_test + size <= target:
-            test_families.add(fam)
-            n_test += size
-        if n_test >= target or len(test_families) == len(families) - 1:
-            break
+    n_test = min(max(1, round(test_fraction * len(families))), len(families) - 1)
+    test_families = set(families[:n_test])
     train = [x for x, f in zip(items, family) if f not in test_families]
     test = [x for x, f in zip(items, family) if f in test_families]
     return train, test
@@ -345,7 +347,7 @@ def compose(
     crowd = 1.0 if len(objects) <= 2 else 0.6
     for i, (_, cutout) in enumerate(objects):
         opaque = float((np.asarray(cutout.getchannel("A")) >= 128).sum())
-        target = rng.uniform(0.05, 0.16) * crowd * s * s  # opaque area in pixels
+        target = rng.uniform(*AREA_RANGE) * crowd * s * s  # opaque area in pixels
         scale = np.sqrt(target / max(opaque, 1.0))
         scale = min(scale, 0.8 * s / max(cutout.size))
         ow = max(4, round(cutout.size[0] * scale))
@@ -428,7 +430,8 @@ class Photos(Dataset):
         params = {
             "split": split, "n": n_images, "size": image_size, "setting": setting, "seed": seed,
             "cutouts": [c.name for c in side["cutouts"]], "backgrounds": side["backgrounds"],
-            "packages": package_versions(root), "bytes": _source_bytes(root, side), "version": 2,
+            "packages": package_versions(root), "bytes": _source_bytes(root, side),
+            "area": list(AREA_RANGE), "version": 3,
         }  # fmt: skip
         key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
         if cache == "default":
@@ -460,9 +463,9 @@ class Photos(Dataset):
     def _generate(
         self, root: Path, side: dict[str, list], n_images: int
     ) -> tuple[torch.Tensor, torch.Tensor, list]:
-        pools: dict[int, list[Cutout]] = {}
+        pools: dict[int, dict[str, list[Cutout]]] = {}  # class -> family -> cut-outs
         for c in side["cutouts"]:
-            pools.setdefault(c.label, []).append(c)
+            pools.setdefault(c.label, {}).setdefault(c.family, []).append(c)
         labels_avail = sorted(pools)
         split_code = SPLITS.index(self.split)
         images = torch.empty(n_images, 3, self.image_size, self.image_size, dtype=torch.uint8)
@@ -472,7 +475,11 @@ class Photos(Dataset):
             rng = np.random.default_rng([self.seed, split_code, i])
             n = int(rng.integers(1, min(5, len(labels_avail)) + 1))
             chosen = rng.choice(labels_avail, size=n, replace=False)
-            picks = [pools[int(c)][int(rng.integers(len(pools[int(c)])))] for c in chosen]
+            picks = []
+            for c in chosen:  # an object (family) uniformly, then one of its cut-outs
+                families = pools[int(c)]
+                members = families[sorted(families)[int(rng.integers(len(families)))]]
+                picks.append(members[int(rng.integers(len(members)))])
             bg = side["backgrounds"][int(rng.integers(len(side["backgrounds"])))]
             scene, pasted, _ = compose(
                 _load_rgb(str(root / BACKGROUNDS_DIR / bg)),
