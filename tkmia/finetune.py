@@ -63,11 +63,13 @@ def finetune_frozen(
 ) -> TrainResult:
     """Train the unfrozen top of ``model`` with BCE-with-logits (sum), as :func:`tkmia.training.train_model`.
 
+    The arguments not listed below (the datasets, ``epochs``, ``batch_size``, ``lr``, ``optimizer``,
+    ``schedule``, ``weight_decay``, ``momentum``, ``seed``, ``k``, ``device``, ``progress``) are those
+    of :func:`tkmia.training.train_model`.
+
     Args:
         model: has ``frozen_blocks`` (>= 1), ``stem_and_blocks(images, stop)`` and
             ``head(features, start)`` (see :class:`tkmia.models.EfficientNetLite0`).
-        train_set, val_set, epochs, batch_size, lr, optimizer, schedule, weight_decay, momentum,
-        seed, k, device, progress: as in :func:`tkmia.training.train_model`.
         flip: flip half of each batch's feature maps horizontally.
         num_workers: unused (the features are in memory); accepted for the same signature.
 
