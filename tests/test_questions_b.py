@@ -238,5 +238,13 @@ def test_transfer_verdict_compares_the_transformer_in_plain_words():
             for m in ("tkmia", "tkml_ap_u") for s in qv.ARCH_NAMES for t in qv.ARCH_NAMES]
     words = qv.transfer_verdict(pd.DataFrame(rows))
     assert words["vit_word"] == ("behaves differently (white-box imperceptible success lower than on the "
-                                 "convolutional victims, transfer into it about the same as between them)")
+                                 "convolutional victims)")
+    flat = [{**r, "imperceptible_rate": 0.12 if r["source"] == r["target"] else 0} for r in rows]
+    same = qv.transfer_verdict(pd.DataFrame(flat))
+    assert same["vit_word"] == "behaves like the convolutional victims"
+    weaker = pd.DataFrame([{**r, "success_rate": 0.5} if r["source"] == r["target"] == "small_vit" else r
+                           for r in rows])
+    assert qv.transfer_verdict(weaker)["vit_word"] == (
+        "behaves differently (white-box success lower than on the convolutional victims; white-box "
+        "imperceptible success lower than on the convolutional victims)")
     assert words["transfers"] == "does not" and words["vit_in"] == "0%" and words["cnn_in"] == "4.0%"

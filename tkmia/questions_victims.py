@@ -579,7 +579,9 @@ def transfer_verdict(frame: pd.DataFrame) -> dict[str, str]:
     ``white_imperceptible_mean``, ``transfer_success_<method>``, ``transfer_delta_<method>``,
     ``transfer_imperceptible_tkmia`` (off-diagonal means), ``transfers`` ("does" when the
     off-diagonal imperceptible rate is at least half the white-box one, else "does not"),
-    ``vit_white``, ``cnn_white``, ``vit_in``, ``cnn_in``, ``vit_word``.
+    ``vit_success``, ``cnn_success``, ``vit_white``, ``cnn_white``, ``vit_in``, ``cnn_in`` (the
+    transformer against the mean of the convolutional victims) and ``vit_word`` (the aspects among
+    these that differ by more than 5 points, or "behaves like the convolutional victims").
     """
     diag = frame[frame["source"] == frame["target"]]
     off = frame[frame["source"] != frame["target"]]
@@ -598,20 +600,25 @@ def transfer_verdict(frame: pd.DataFrame) -> dict[str, str]:
     out["transfer_imperceptible_tkmia"] = _pct(imp_off)
     out["transfers"] = "does" if imp_diag > 0 and imp_off >= 0.5 * imp_diag else "does not"
     cnns = [a for a in tk_diag.index if a != "small_vit"]
+    vit_success = tk_diag["success_rate"].get("small_vit", float("nan"))
+    cnn_success = tk_diag.loc[cnns, "success_rate"].mean()
     vit_white = tk_diag["imperceptible_rate"].get("small_vit", float("nan"))
     cnn_white = tk_diag.loc[cnns, "imperceptible_rate"].mean()
     into_vit = tk_off[(tk_off["target"] == "small_vit")]["success_rate"].mean()
     between_cnn = tk_off[tk_off["source"].isin(cnns) & tk_off["target"].isin(cnns)]["success_rate"].mean()
-    out.update(vit_white=_pct(vit_white), cnn_white=_pct(cnn_white), vit_in=_pct(into_vit),
-               cnn_in=_pct(between_cnn))
-    white, moved = _compare(vit_white, cnn_white), _compare(into_vit, between_cnn)
-    if white == "about the same" and moved == "about the same":
-        out["vit_word"] = "behaves like the convolutional victims"
-    else:
-        versus = {"higher": "higher than", "lower": "lower than", "about the same": "about the same as"}
-        out["vit_word"] = (f"behaves differently (white-box imperceptible success "
-                           f"{versus.get(white, white + ', against')} on the convolutional victims, "
-                           f"transfer into it {versus.get(moved, moved + ', against')} between them)")
+    out.update(vit_success=_pct(vit_success), cnn_success=_pct(cnn_success), vit_white=_pct(vit_white),
+               cnn_white=_pct(cnn_white), vit_in=_pct(into_vit), cnn_in=_pct(between_cnn))
+    versus = {"higher": "higher than", "lower": "lower than"}
+    differences = []
+    on_cnn, between = "on the convolutional victims", "between the convolutional victims"
+    for what, vit, cnn, where in (("white-box success", vit_success, cnn_success, on_cnn),
+                                  ("white-box imperceptible success", vit_white, cnn_white, on_cnn),
+                                  ("transfer into it", into_vit, between_cnn, between)):
+        word = _compare(vit, cnn)
+        if word != "about the same":
+            differences.append(f"{what} {versus.get(word, word + ', against')} {where}")
+    out["vit_word"] = (f"behaves differently ({'; '.join(differences)})" if differences
+                       else "behaves like the convolutional victims")
     return out
 
 
