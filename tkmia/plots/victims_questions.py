@@ -116,7 +116,7 @@ def plot_quality(frame: pd.DataFrame):
     ax_s.plot(data["map"], data["imperceptible_rate"], "s--", color=colour, label="imperceptible")
     ax_s.set_title("TkMIA success")
     ax_s.set_ylim(-0.03, 1.03)
-    ax_s.legend(loc="lower right")
+
     ax_d.plot(data["map"], data["delta_precision_at_k"], "o-", color=colour)
     ax_d.axhline(0, color="0.4", lw=0.8)
     ax_d.set_title("mean ΔP@k")
@@ -125,7 +125,9 @@ def plot_quality(frame: pd.DataFrame):
     ax_r.set_ylim(-0.03, 1.03)
     for ax in axes.flat:
         ax.set_xlabel("victim mAP (test)")
-    fig.tight_layout()
+    # above the panels: the two success curves fill the first panel from top to bottom
+    fig.legend(*ax_s.get_legend_handles_labels(), loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig
 
 
