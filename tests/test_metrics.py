@@ -250,3 +250,15 @@ def test_numpy_integer_k_is_accepted_and_float_k_is_not():
     for k in (2.0, np.float64(2.0), True):
         with pytest.raises(TypeError, match="k must be an int"):
             metrics.precision_at_k(scores, labels, k)
+
+
+def test_measures_unchanged_watches_the_three_top_k_measures():
+    from tkmia.metrics import WATCHED_MEASURES, measures_unchanged
+
+    labels = torch.tensor([[1.0, 1, 0, 1, 0]] * 3)
+    clean = torch.tensor([[4.0, 3, 2, 1, 0]] * 3)
+    # row 0: a true label swaps in for a true label; row 1: a false label enters; row 2: reordered top
+    adv = torch.tensor([[0.0, 3, 2, 5, 1], [0.0, 3, 2, 1, 5], [3.0, 4, 2, 1, 0]])
+    before, after = metrics.measures(clean, labels, 2), metrics.measures(adv, labels, 2)
+    assert WATCHED_MEASURES == ("precision_at_k", "map_at_k", "ndcg_at_k")
+    assert measures_unchanged(before, after).tolist() == [True, False, True]

@@ -26,11 +26,16 @@ __all__ = [
     "topk_accuracy",
     "delta_n",
     "measures",
+    "measures_unchanged",
     "MEASURES",
+    "WATCHED_MEASURES",
 ]
 
 #: Names of the per-sample measures returned by :func:`measures`.
 MEASURES = ("topk_accuracy", "precision_at_k", "map_at_k", "ndcg_at_k")
+
+#: The measures a successful attack must leave unchanged to be *imperceptible* (the paper's claim).
+WATCHED_MEASURES = ("precision_at_k", "map_at_k", "ndcg_at_k")
 
 
 def _as_int(value, name: str) -> int:
@@ -233,3 +238,12 @@ def measures(scores: Tensor, labels: Tensor, k: int) -> dict[str, Tensor]:
         "map_at_k": _average_precision(rel, num_true, k),
         "ndcg_at_k": _ndcg(rel, num_true, k),
     }
+
+
+def measures_unchanged(before: dict[str, Tensor], after: dict[str, Tensor]) -> Tensor:
+    """Whether every measure of :data:`WATCHED_MEASURES` is unchanged (to 1e-6) from ``before`` to
+    ``after``, two outputs of :func:`measures`; (N,) bool."""
+    unchanged = torch.ones_like(before[WATCHED_MEASURES[0]], dtype=torch.bool)
+    for key in WATCHED_MEASURES:
+        unchanged &= torch.isclose(before[key], after[key], atol=1e-6, rtol=0)
+    return unchanged

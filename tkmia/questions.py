@@ -20,7 +20,7 @@ from torch import Tensor
 
 from tkmia import experiments, monitoring
 from tkmia.experiments import ExperimentConfig
-from tkmia.metrics import MEASURES
+from tkmia.metrics import MEASURES, WATCHED_MEASURES
 from tkmia.relaxation import average_top_k, kth_largest, tkmia_terms
 from tkmia.report import with_deltas
 
@@ -410,7 +410,6 @@ def monitor_table(records: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
 
 _NO_ATTACK = "cannot be judged (no successful attack)"
-_PAPER_MEASURES = ("precision_at_k", "map_at_k", "ndcg_at_k")
 
 
 def arms_race_verdict(records: pd.DataFrame, table: pd.DataFrame, level: float = 0.05) -> dict[str, object]:
@@ -440,12 +439,12 @@ def arms_race_verdict(records: pd.DataFrame, table: pd.DataFrame, level: float =
     out["pert_margin"] = float(summary.loc["tkmia_margin", "pert_l2_255"])
     out["success_cost"] = ("significant" if _significant(test["success_p"], level) else "not significant")
     mine = table[table["method"] == "tkmia_margin"].set_index("statistic")
-    paper = mine.loc[[m for m in _PAPER_MEASURES if m in mine.index]]
+    paper = mine.loc[[m for m in WATCHED_MEASURES if m in mine.index]]
     out["paper_rate"] = float(paper["detection"].max())
     out["paper_caught"] = (_NO_ATTACK if paper["detection"].isna().all()
                            else "caught" if paper["detected"].any() else "not caught")
     others = table[(table["method"] == "tkmia_margin")
-                   & ~table["statistic"].isin([*_PAPER_MEASURES, "topk_margin"])]
+                   & ~table["statistic"].isin([*WATCHED_MEASURES, "topk_margin"])]
     others = others.assign(excess=(others["detection"] - 2 * others["false_alarm"]).fillna(-np.inf))
     best = others.sort_values("excess", ascending=False).iloc[0]
     out["next_statistic"] = str(best["statistic"])

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from tkmia import experiments
 from tkmia.data import load_dataset
-from tkmia.metrics import measures, ranks, topk_mask
+from tkmia.metrics import WATCHED_MEASURES, measures, measures_unchanged, ranks, topk_mask
 from tkmia.profiles import Profile, load_profile
 from tkmia.selection import GlobalSelection, Specification
 from tkmia.training import predict
@@ -61,9 +61,6 @@ __all__ = [
 
 #: The book's names of the victim architectures compared in "Other architectures".
 ARCH_NAMES = {"compact_cnn": "CompactCNN", "small_resnet": "SmallResNet", "small_vit": "SmallViT"}
-
-#: The measures whose change makes an attack perceptible (as in the engine's ``imperceptible``).
-_WATCHED = ("precision_at_k", "map_at_k", "ndcg_at_k")
 
 
 def variant_profile(
@@ -199,10 +196,8 @@ def judge(
     success = spec.success(clean_scores, adv_scores, k)
     truth = labels.to(clean_scores.dtype)
     before, after = measures(clean_scores, truth, k), measures(adv_scores, truth, k)
-    unchanged = torch.ones_like(success)
-    for key in _WATCHED:
-        unchanged &= torch.isclose(before[key], after[key], atol=1e-6, rtol=0)
-    out = {"applicable": spec.eligible, "success": success, "imperceptible": success & unchanged}
+    out = {"applicable": spec.eligible, "success": success,
+           "imperceptible": success & measures_unchanged(before, after)}
     out.update({f"delta_{key}": after[key] - before[key] for key in before})
     return out
 
@@ -279,7 +274,7 @@ def transfer_frame(
             rows.append({"method": method, "source": source, "target": target, "n": len(records),
                          "applicable": float(ok.float().mean()), "success_rate": mean(verdict["success"]),
                          "imperceptible_rate": mean(verdict["imperceptible"]),
-                         **{f"delta_{m}": mean(verdict[f"delta_{m}"]) for m in _WATCHED}})
+                         **{f"delta_{m}": mean(verdict[f"delta_{m}"]) for m in WATCHED_MEASURES}})
     return pd.DataFrame(rows)
 
 
@@ -506,7 +501,7 @@ def transfer_table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(method=frame["method"].map(method_label), source=frame["source"].map(ARCH_NAMES),
                         target=frame["target"].map(ARCH_NAMES))[
         ["method", "source", "target", "n", "applicable", "success_rate", "imperceptible_rate",
-         *(f"delta_{m}" for m in _WATCHED)]]
+         *(f"delta_{m}" for m in WATCHED_MEASURES)]]
 
 
 def cardinality_sweep(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tkmia.metrics import _as_int, _check_k, _check_labels, delta_n, measures, topk_mask
+from tkmia.metrics import _as_int, _check_k, _check_labels, delta_n, measures, measures_unchanged, topk_mask
 from tkmia.selection import GlobalSelection, RandomSelection, Specification, sample_ids
 
 __all__ = ["Attack", "AttackResult", "State", "PARAMETRISATIONS", "ATANH_EPS"]
@@ -547,9 +547,7 @@ class Attack:
             )
         clean_m = measures(clean_scores, truth, self.k)
         adv_m = measures(adv_scores, truth, self.k)
-        unchanged = torch.ones_like(success)
-        for key in ("precision_at_k", "map_at_k", "ndcg_at_k"):
-            unchanged &= torch.isclose(clean_m[key], adv_m[key], atol=1e-6, rtol=0)
+        unchanged = measures_unchanged(clean_m, adv_m)
         return AttackResult(
             adv_images=adv,
             success=success,
