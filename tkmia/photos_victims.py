@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from tkmia.metrics import precision_at_k
-from tkmia.training import average_precision, predict
+from tkmia.metrics import topk_mask
+from tkmia.training import average_precision, predict, score_summary
 
 
 def victim_card(
@@ -55,7 +55,7 @@ def victim_card(
         raise ValueError(f"dataset.classes has {len(classes)} names, the model gives {n_classes} scores")
     labels = labels.float()
     ap = average_precision(scores, labels)
-    top = torch.zeros_like(labels).scatter_(1, torch.topk(scores, k, dim=1).indices, 1.0)
+    top = topk_mask(scores, k).float()
     positives = labels.sum(0)
     hit = (top * labels).sum(0) / positives.clamp(min=1)
     per_class = pd.DataFrame({
@@ -64,11 +64,4 @@ def victim_card(
         "positives": positives.long().tolist(),
         f"P@{k} share": [float(h) if p > 0 else float("nan") for h, p in zip(hit, positives)],
     })  # fmt: skip
-    defined = ap[~torch.isnan(ap)]
-    return {
-        "map": float(defined.mean()) if len(defined) else float("nan"),
-        "precision_at_k": float(precision_at_k(scores, labels, k).float().mean()),
-        "k": k,
-        "n_images": len(labels),
-        "per_class": per_class,
-    }
+    return {**score_summary(scores, labels, k), "per_class": per_class}

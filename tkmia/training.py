@@ -156,6 +156,15 @@ def evaluate(
         ``{"map": ..., "precision_at_k": ..., "k": k, "n_images": N}``.
     """
     scores, labels = predict(model, dataset, batch_size, device)
+    return score_summary(scores, labels, k)
+
+
+def score_summary(scores: torch.Tensor, labels: torch.Tensor, k: int = 3) -> dict[str, float]:
+    """mAP (over classes) and mean P@k of scores (N, C) against labels (N, C) in {0, 1}.
+
+    Returns:
+        ``{"map": ..., "precision_at_k": ..., "k": k, "n_images": N}`` (what :func:`evaluate` reports).
+    """
     return {
         "map": mean_average_precision(scores, labels),
         "precision_at_k": float(_precision_at_k(scores, labels, k).float().mean()),
