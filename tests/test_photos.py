@@ -278,3 +278,22 @@ def test_profile_loads_the_photos_dataset(root: Path, tmp_path: Path, monkeypatc
     assert scenes.setting == "novel_scenes"
     with pytest.raises(ValueError, match="dataset.setting"):
         profile.replace(dataset={"setting": "everything"})
+
+
+@pytest.mark.parametrize("n_classes", [1, 3, 14])
+def test_object_count_is_drawn_in_proportion_to_its_weight(n_classes: int) -> None:
+    """n = 1..min(5, C) with probability proportional to OBJECT_COUNT_WEIGHTS (a chi-square test
+    on 6000 draws, seeded; the statistic's 0.999 quantile with 4 degrees of freedom is 18.5)."""
+    rng = np.random.default_rng(0)
+    draws = np.array([ph.object_count(rng, n_classes) for _ in range(6000)])
+    top = min(5, n_classes)
+    assert draws.min() >= 1 and draws.max() <= top
+    weights = np.asarray(ph.OBJECT_COUNT_WEIGHTS[:top], dtype=float)
+    expected = 6000 * weights / weights.sum()
+    observed = np.bincount(draws, minlength=top + 1)[1:]
+    assert ((observed - expected) ** 2 / expected).sum() < 18.5
+
+
+def test_object_count_needs_a_class() -> None:
+    with pytest.raises(ValueError, match="n_classes=0"):
+        ph.object_count(np.random.default_rng(0), 0)

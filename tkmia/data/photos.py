@@ -20,13 +20,15 @@ Which stamps are used (:func:`find_cutouts`):
    background, of all pixels) covered by the 16 most frequent exact colours of the image reduced to
    at most 128 px; a file is a drawing when it is >= :data:`FLAT_THRESHOLD` (0.3).
 
-A scene (:func:`compose`) pastes 1-5 cut-outs of different classes on a random square crop of a
-background, each at a random scale (by opaque area), position and horizontal flip. A placement is
-accepted only when every object already pasted keeps >= :data:`MIN_VISIBLE` of its opaque pixels
-visible; an object that finds no such place in 30 tries is not pasted. The label set is exactly
-the set of classes pasted (``dataset.objects`` lists them with their cut-outs). A scene draws its
-classes, then for each class an object (family) uniformly and one of that object's cut-outs, so an
-object with many variants is not shown more often than one with a single photo.
+A scene (:func:`compose`) pastes n = 1-5 cut-outs of different classes on a random square crop of
+a background, n drawn with probability n / 15 (:data:`OBJECT_COUNT_WEIGHTS`: the attacks need
+scenes with many labels, |Y| >= k + |S|), each at a random scale (by opaque area), position and
+horizontal flip. A placement is accepted only when every object already pasted keeps
+>= :data:`MIN_VISIBLE` of its opaque pixels visible; an object that finds no such place in 30
+tries is not pasted. The label set is exactly the set of classes pasted (``dataset.objects``
+lists them with their cut-outs). A scene draws its classes (:func:`object_count` of them), then for
+each class an object (family) uniformly and one of that object's cut-outs, so an object with many
+variants is not shown more often than one with a single photo.
 
 Splits (``setting``):
 
@@ -105,6 +107,8 @@ FLAT_THRESHOLD = 0.3
 MIN_VISIBLE = 0.6
 #: Range of an object's opaque area, as a share of the scene (times 0.6 with more than 2 objects).
 AREA_RANGE = (0.10, 0.30)
+#: Relative probability of drawing n = 1, 2, ... 5 objects for a scene (before visibility checks).
+OBJECT_COUNT_WEIGHTS = (1, 2, 3, 4, 5)
 _WORK_SIZE = 256  # cut-outs and backgrounds are kept at most this large in memory
 
 _FETCH = (
@@ -314,6 +318,15 @@ def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def object_count(rng: np.random.Generator, n_classes: int) -> int:
+    """How many objects a scene draws: n in 1..min(5, n_classes) with probability proportional to
+    :data:`OBJECT_COUNT_WEIGHTS` (n / 15 with all 14 classes available)."""
+    if n_classes < 1:
+        raise ValueError(f"n_classes={n_classes!r}; a scene needs at least one class with cut-outs")
+    weights = np.asarray(OBJECT_COUNT_WEIGHTS[:n_classes], dtype=float)
+    return int(rng.choice(np.arange(1, len(weights) + 1), p=weights / weights.sum()))
+
+
 def compose(
     background: Image.Image,
     objects: list[tuple[int, Image.Image]],
@@ -383,7 +396,7 @@ class Photos(Dataset):
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
-        n_images: number of scenes (default 3000 / 300 / 600).
+        n_images: number of scenes (default 3000 / 300 / 2000).
         image_size: side S in pixels.
         setting: ``"novel_objects"`` or ``"novel_scenes"``.
         seed: the seed of the source split and of every scene.
@@ -400,7 +413,7 @@ class Photos(Dataset):
         checksum: sha256 of the images and labels; metadata: sources, packages, licences.
     """
 
-    DEFAULT_SIZES = {"train": 3000, "val": 300, "test": 600}
+    DEFAULT_SIZES = {"train": 3000, "val": 300, "test": 2000}
 
     def __init__(
         self,
@@ -431,7 +444,7 @@ class Photos(Dataset):
             "split": split, "n": n_images, "size": image_size, "setting": setting, "seed": seed,
             "cutouts": [c.name for c in side["cutouts"]], "backgrounds": side["backgrounds"],
             "packages": package_versions(root), "bytes": _source_bytes(root, side),
-            "area": list(AREA_RANGE), "version": 3,
+            "area": list(AREA_RANGE), "counts": list(OBJECT_COUNT_WEIGHTS), "version": 4,
         }  # fmt: skip
         key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
         if cache == "default":
@@ -473,7 +486,7 @@ class Photos(Dataset):
         objects = []
         for i in range(n_images):
             rng = np.random.default_rng([self.seed, split_code, i])
-            n = int(rng.integers(1, min(5, len(labels_avail)) + 1))
+            n = object_count(rng, len(labels_avail))
             chosen = rng.choice(labels_avail, size=n, replace=False)
             picks = []
             for c in chosen:  # an object (family) uniformly, then one of its cut-outs
