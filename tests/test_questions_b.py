@@ -248,3 +248,12 @@ def test_transfer_verdict_compares_the_transformer_in_plain_words():
         "behaves differently (white-box success lower than on the convolutional victims; white-box "
         "imperceptible success lower than on the convolutional victims)")
     assert words["transfers"] == "does not" and words["vit_in"] == "0%" and words["cnn_in"] == "4.0%"
+
+
+def test_multishapes_chapters_fall_back_to_default_on_another_dataset_and_say_so():
+    assert qv.multishapes_profile("tiny") == ("tiny", "")
+    profile, note = qv.multishapes_profile("photos")
+    assert profile == "default"
+    assert "'photos' (dataset photos) is not a MultiShapes profile" in note and "'default'" in note
+    with pytest.raises(ValueError, match="fallback='photos' is not a MultiShapes profile"):
+        qv.multishapes_profile("voc2012", fallback="photos")

@@ -47,6 +47,7 @@ __all__ = [
     "cardinality_sweep",
     "cardinality_verdict",
     "judge",
+    "multishapes_profile",
     "no_truth_frame",
     "no_truth_verdict",
     "pseudo_labels",
@@ -61,6 +62,26 @@ __all__ = [
 
 #: The book's names of the victim architectures compared in "Other architectures".
 ARCH_NAMES = {"compact_cnn": "CompactCNN", "small_resnet": "SmallResNet", "small_vit": "SmallViT"}
+
+
+def multishapes_profile(profile: Profile | str, fallback: str = "default") -> tuple[Profile | str, str]:
+    """``profile`` when its dataset is MultiShapes, else ``fallback``, with a sentence saying so.
+
+    The chapters "Other architectures", "Label cardinality" and "Victim quality" vary generated
+    MultiShapes datasets and a MultiShapes victim's training run, so ``make book PROFILE=photos``
+    builds them on ``fallback`` and the chapter prints the sentence.
+
+    Returns:
+        ``(profile, "")`` or ``(fallback, note)``.
+    """
+    base = profile if isinstance(profile, Profile) else load_profile(profile)
+    if base.dataset.name == "multishapes":
+        return profile, ""
+    if load_profile(fallback).dataset.name != "multishapes":
+        raise ValueError(f"fallback={fallback!r} is not a MultiShapes profile")
+    return fallback, (f"This chapter studies MultiShapes variants and a MultiShapes victim's training; "
+                      f"the profile {base.name!r} (dataset {base.dataset.name}) is not a MultiShapes "
+                      f"profile, so the chapter runs on the {fallback!r} profile.")
 
 
 def variant_profile(
