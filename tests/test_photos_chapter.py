@@ -252,11 +252,27 @@ def test_mechanism_summary_table_and_prose():
     shares = table[["imperceptible", "moved", "failed"]].sum(axis=1)
     assert shares.tolist() == pytest.approx([1.0] * len(table))
     assert table[table["setting"] == "a"]["places below top-k"].tolist() == ["1", "2", "≥ 4"]
-    prose = pv.mechanism_prose(summary.reset_index(), frame)
+    prose = pv.mechanism_prose(summary.reset_index())
     assert prose["a_ready"] == "66.7%" and prose["b_imp_ready"] == "–"
-    # pooled: ready 1 of 2 imperceptible, others 1 of 2
-    assert (prose["imp_ready"], prose["imp_not"], prose["word"]) == ("50.0%", "50.0%",
-                                                                     "makes little difference here")
+    assert (prose["a_imp_ready"], prose["a_imp_not"]) == ("50.0%", "0%")
+    assert prose["word"] == "in every setting that can be judged (a); b cannot be judged"
+
+
+def _mech_summary(pairs):
+    return pd.DataFrame([{"setting": s, "ready": 0.5, "just_below": 0.25, "imperceptible_if_ready": a,
+                          "imperceptible_if_not": b} for s, (a, b) in pairs.items()])
+
+
+def test_mechanism_prose_judges_each_setting():
+    word = lambda pairs: pv.mechanism_prose(_mech_summary(pairs))["word"]  # noqa: E731
+    assert word({"x": (0.9, 0.2), "y": (0.5, 0.3)}) == "in every setting"
+    assert word({"x": (0.9, 0.2), "y": (0.35, 0.3)}) == "in x only"
+    assert word({"x": (0.2, 0.2), "y": (0.1, 0.3)}) == "in no setting"
+    assert word({"x": (float("nan"), 0.2)}).startswith("in no setting that can be judged")
+    with pytest.raises(ValueError, match="summary is empty"):
+        pv.mechanism_prose(_mech_summary({}).reindex(columns=["setting", "ready", "just_below",
+                                                              "imperceptible_if_ready",
+                                                              "imperceptible_if_not"]))
 
 
 def test_mechanism_frame_errors():
@@ -286,13 +302,14 @@ def test_data_prose_counts_the_source_table():
     sources = pd.DataFrame([
         {"class": "bird", "train cut-outs": 10, "train objects": 8, "test cut-outs": 5, "test objects": 4},
         {"class": "fish", "train cut-outs": 7, "train objects": 6, "test cut-outs": 3, "test objects": 2},
+        {"class": "ant", "train cut-outs": 0, "train objects": 0, "test cut-outs": 2, "test objects": 2},
         {"class": "background: Indoors", "train cut-outs": 9, "train objects": 9, "test cut-outs": 6,
          "test objects": 6},
     ])
     assert pv.data_prose(sources) == {
-        "classes": "2", "train_cutouts": "17", "test_cutouts": "8", "train_objects": "14",
-        "test_objects": "6",
-        "fewest_test_objects": "2 (fish)", "train_backgrounds": "9", "test_backgrounds": "6"}
+        "classes": "3", "train_cutouts": "17", "test_cutouts": "10", "train_objects": "14",
+        "test_objects": "8",
+        "fewest_test_objects": "2 (ant, fish)", "train_backgrounds": "9", "test_backgrounds": "6"}
     with pytest.raises(ValueError, match="needs the columns"):
         pv.data_prose(sources.drop(columns="test objects"))
 
@@ -311,6 +328,8 @@ def test_victims_prose_words_follow_the_numbers():
     assert pv.victims_prose(_victim_frame(objects=0.27))["pretraining_word"] == "barely changes"
     assert pv.victims_prose(_victim_frame(objects=0.1))["pretraining_word"] == "lowers"
     assert pv.victims_prose(_victim_frame())["shapes_map"] == "–"
+    assert prose["closer"] == "the novel-objects victim" and prose["real_map"] == "0.6"
+    assert pv.victims_prose(_victim_frame(objects=0.1), shapes_map=0.9)["closer"] == "the MultiShapes victim"
     with pytest.raises(ValueError, match="missing"):
         pv.victims_prose(_victim_frame().iloc[:2])
 

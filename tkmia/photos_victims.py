@@ -48,6 +48,10 @@ SETTING_KEYS = {SHAPES: "shapes", "novel objects": "objects", "novel scenes": "s
 #: The test mAP aimed at for the novel-objects victim when the setting was designed.
 AIM_MAP = 0.65
 
+#: The order of magnitude of test mAP commonly quoted for ImageNet-pretrained ResNet-101
+#: victims on NUS-WIDE; not taken from a source in the book's bibliography.
+QUOTED_REAL_MAP = 0.6
+
 #: What became of an attacked image (:func:`mechanism_frame`), in reading order.
 OUTCOMES = ("imperceptible success", "success, measures moved", "failed")
 
@@ -235,7 +239,10 @@ def per_class_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def victims_prose(
-    frame: pd.DataFrame, shapes_map: float | None = None, aim: float = AIM_MAP
+    frame: pd.DataFrame,
+    shapes_map: float | None = None,
+    aim: float = AIM_MAP,
+    real_map: float = QUOTED_REAL_MAP,
 ) -> dict[str, str]:
     """The numbers and words the chapter quotes about its victims, from :func:`victims_frame`.
 
@@ -243,7 +250,8 @@ def victims_prose(
     ``<key>_seconds``, ``pretraining_gain`` (novel objects minus from scratch, test mAP),
     ``pretraining_word`` ("raises", "lowers" or, within 0.05, "barely changes"), ``aim``,
     ``aim_word`` ("reaches" / "stays below"), ``scenes_gain`` (novel scenes minus novel
-    objects) and ``shapes_map`` (MultiShapes' victim, "–" if None).
+    objects), ``shapes_map`` (MultiShapes' victim, "–" if None), ``real_map`` and ``closer``
+    (which of the novel-objects and MultiShapes victims is closer to ``real_map`` by test mAP).
     """
     from tkmia.plots.theme import format_number, format_signed
 
@@ -268,6 +276,13 @@ def victims_prose(
     out["aim_word"] = "reaches" if objects_map >= aim else "stays below"
     out["scenes_gain"] = format_signed(rows.loc["novel scenes", "test mAP"] - objects_map)
     out["shapes_map"] = "–" if shapes_map is None else format_number(shapes_map)
+    out["real_map"] = format_number(real_map)
+    if shapes_map is None:
+        out["closer"] = "cannot be said (no MultiShapes victim given)"
+    elif abs(objects_map - real_map) <= abs(shapes_map - real_map):
+        out["closer"] = "the novel-objects victim"
+    else:
+        out["closer"] = "the MultiShapes victim"
     return out
 
 
@@ -606,36 +621,46 @@ def mechanism_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mechanism_prose(summary: pd.DataFrame, frame: pd.DataFrame, tolerance: float = 0.1) -> dict[str, str]:
-    """Texts for the chapter's prose from :func:`mechanism_summary` and :func:`mechanism_frame`:
-    per setting (keys of :data:`SETTING_KEYS`) ``<key>_ready``, ``<key>_just``, ``<key>_imp_ready``,
-    ``<key>_imp_not``; pooled over settings ``imp_ready``, ``imp_not`` and ``word`` ("carries the
-    imperceptible attacks" when ready images are imperceptible more often by more than
-    ``tolerance``, "does not explain them" when less often, "makes little difference here"
-    otherwise, "cannot be judged here" when a group is empty)."""
+def mechanism_prose(summary: pd.DataFrame, tolerance: float = 0.1) -> dict[str, str]:
+    """Texts for the chapter's prose from :func:`mechanism_summary`: per setting (keys of
+    :data:`SETTING_KEYS`) ``<key>_ready``, ``<key>_just``, ``<key>_imp_ready``, ``<key>_imp_not``;
+    and ``word``: in which settings images with a ready spare label ended as imperceptible
+    successes more often, by more than ``tolerance``, than the others ("in every setting",
+    "in <settings> only", "in no setting"; a setting with an empty group is left out and named).
+    Settings are compared one by one, not pooled: pooling mixes settings whose shares of ready
+    images differ."""
     from tkmia.plots.theme import format_percent
 
     _require(summary, ("setting", "ready", "just_below", "imperceptible_if_ready", "imperceptible_if_not"),
              "mechanism_prose")
+    if summary.empty:
+        raise ValueError("summary is empty; pass mechanism_summary(mechanism_frame(...))")
     out: dict[str, str] = {}
+    higher, judged, unjudged = [], [], []
     for _, row in summary.iterrows():
-        key = SETTING_KEYS.get(row["setting"], str(row["setting"]).replace(" ", "_"))
+        setting = str(row["setting"])
+        key = SETTING_KEYS.get(setting, setting.replace(" ", "_"))
+        a, b = float(row["imperceptible_if_ready"]), float(row["imperceptible_if_not"])
         out[f"{key}_ready"] = format_percent(row["ready"])
         out[f"{key}_just"] = format_percent(row["just_below"])
-        out[f"{key}_imp_ready"] = format_percent(row["imperceptible_if_ready"])
-        out[f"{key}_imp_not"] = format_percent(row["imperceptible_if_not"])
-    ready = frame["ready"].astype(bool)
-    imp = frame["outcome"] == OUTCOMES[0]
-    a, b = _masked_share(imp, ready), _masked_share(imp, ~ready)
-    out["imp_ready"], out["imp_not"] = format_percent(a), format_percent(b)
-    if a != a or b != b:
-        out["word"] = "cannot be judged here"
-    elif a > b + tolerance:
-        out["word"] = "carries the imperceptible attacks"
-    elif a < b - tolerance:
-        out["word"] = "does not explain them"
+        out[f"{key}_imp_ready"] = format_percent(a)
+        out[f"{key}_imp_not"] = format_percent(b)
+        if a != a or b != b:
+            unjudged.append(setting)
+            continue
+        judged.append(setting)
+        if a > b + tolerance:
+            higher.append(setting)
+    if not judged:
+        word = "in no setting that can be judged (each lacks ready or other images)"
+    elif len(higher) == len(judged):
+        word = ("in every setting" if not unjudged
+                else f"in every setting that can be judged ({', '.join(judged)})")
+    elif higher:
+        word = f"in {' and '.join(higher)} only"
     else:
-        out["word"] = "makes little difference here"
+        word = "in no setting"
+    out["word"] = word + (f"; {', '.join(unjudged)} cannot be judged" if unjudged and judged else "")
     return out
 
 
@@ -643,7 +668,8 @@ def mechanism_prose(summary: pd.DataFrame, frame: pd.DataFrame, tolerance: float
 def data_prose(sources: pd.DataFrame) -> dict[str, str]:
     """Counts the chapter quotes about the data, from :func:`tkmia.data.photos.source_table`:
     ``classes``, ``train_cutouts``, ``test_cutouts``, ``train_objects``, ``test_objects``,
-    ``fewest_test_objects`` (the smallest number of test objects of a class, with the class),
+    ``fewest_test_objects`` (the smallest number of test objects of a class, with the classes
+    that have it),
     ``train_backgrounds`` and ``test_backgrounds``."""
     _require(sources, ("class", "train cut-outs", "test cut-outs", "train objects", "test objects"),
              "data_prose")
@@ -651,12 +677,13 @@ def data_prose(sources: pd.DataFrame) -> dict[str, str]:
     objects, backgrounds = sources[~is_bg], sources[is_bg]
     if objects.empty:
         raise ValueError("sources holds no class row; pass tkmia.data.photos.source_table(...)")
-    fewest = objects.sort_values(["test objects", "class"]).iloc[0]
+    least = int(objects["test objects"].min())
+    fewest = sorted(objects.loc[objects["test objects"] == least, "class"])
     return {"classes": f"{len(objects):d}",
             "train_cutouts": f"{int(objects['train cut-outs'].sum()):d}",
             "test_cutouts": f"{int(objects['test cut-outs'].sum()):d}",
             "train_objects": f"{int(objects['train objects'].sum()):d}",
             "test_objects": f"{int(objects['test objects'].sum()):d}",
-            "fewest_test_objects": f"{int(fewest['test objects']):d} ({fewest['class']})",
+            "fewest_test_objects": f"{least:d} ({', '.join(fewest)})",
             "train_backgrounds": f"{int(backgrounds['train cut-outs'].sum()):d}",
             "test_backgrounds": f"{int(backgrounds['test cut-outs'].sum()):d}"}

@@ -124,7 +124,7 @@ def plot_claim(claim: pd.DataFrame):
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, np.nan_to_num(values), width,
                    color=palette[method], label=method_label(method))
         ax.axhline(0.0, color="black", linewidth=0.8)
-        ax.set_xticks(x, [s.replace(" ", "\n") for s in settings])
+        ax.set_xticks(x, settings, rotation=30, ha="right", rotation_mode="anchor")
         ax.set_title(title, fontsize=10)
         if column.endswith("_rate"):
             ax.set_ylim(0, 1.02)
@@ -161,9 +161,10 @@ def plot_mechanism(frame: pd.DataFrame, cap: int = 8):
             ax.bar(positions, counts, bottom=bottom, color=color, label=outcome, width=0.8)
             bottom += counts
         ax.set_xticks(positions, [str(p) for p in positions[:-1]] + [f"≥{cap}"])
-        ax.set(xlabel="spare label: places below top-k", ylabel="attacked images")
+        ax.set(xlabel="", ylabel="attacked images")
         ax.set_title(f"{setting} (n = {len(part)})", fontsize=10)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncols=len(OUTCOMES), fontsize=10)
+    fig.supxlabel("places the spare true label sat below the top-k (1: just below)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return fig
