@@ -17,6 +17,7 @@ REPORT_RUN ?= notebooks/02_measures.ipynb -p k 2 -p num_classes 6 -p seed 1
 
 help:
 	@echo "make book         execute the notebooks (when changed) and build the book into _build/html"
+	@echo "                  (gets the photos chapter's Debian files first: make photos-data)"
 	@echo "                  (PROFILE=$(PROFILE) DATA_ROOT=$(DATA_ROOT))"
 	@echo "make test         run the test suite (lint, unit tests, notebooks with tiny parameters)"
 	@echo "make lab          JupyterLab on 127.0.0.1 with the tkmia kernel, opened on notebooks/"
@@ -24,6 +25,7 @@ help:
 	@echo "make bench        run the benchmarks in benchmarks/ and print their tables"
 	@echo "make browser-check open every page of the built book in headless Chromium"
 	@echo "make assignments  write student versions of the exercise notebooks to assignments/ (nbgrader)"
+	@echo "make photos-data  download and unpack the photos profile's Debian files into data/sources"
 	@echo "make clean        remove build products (keeps .venv and data/)"
 
 # The install: a venv from $(PYTHON) (>= 3.11), then the package with its book and dev extras.
@@ -39,7 +41,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check tkmia tests benchmarks book/_ext .ci/browser_check.py
 
-test: $(STAMP) lint
+test: $(STAMP) lint photos-data
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -50,7 +52,7 @@ bench: $(STAMP)
 # Execute notebooks/*.ipynb with papermill into book/chapters/ (only those whose notebook, tkmia
 # sources or parameters changed since the last run), then render them with Jupyter Book,
 # warnings as errors.
-notebooks: $(STAMP)
+notebooks: $(STAMP) photos-data
 	$(BIN)/python -m tkmia.book execute --profile $(PROFILE) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 book: notebooks
@@ -58,11 +60,16 @@ book: notebooks
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 # The photos profile's files (tkmia/data/photos.py): Debian's tuxpaint-stamps-default (photo
-# stamps, GPL-2) and scratch (background photos, CC-BY-SA-3.0), unpacked, not installed, into
-# data/sources/. `apt-get update` runs first only when the download fails and we are root (CI).
+# stamps, GPL-2) and scratch (background photos, CC-BY-SA-3.0), about 185 MB, unpacked, not
+# installed, into data/sources/; `make book` (the chapter "Real photographs") and `make test` need
+# them. `apt-get update` runs first only when the download fails and we are root (CI). Without apt:
+# put the two packages' files in their upstream layout under data/sources/ and touch the marker.
 PHOTOS_SOURCES := data/sources/.photos-sources
 photos-data: $(PHOTOS_SOURCES)
 $(PHOTOS_SOURCES):
+	@command -v apt-get >/dev/null || { echo "make photos-data needs apt-get (Debian/Ubuntu); elsewhere put \
+	the files of tuxpaint-stamps-default and scratch (usr/share/tuxpaint/stamps/..., \
+	usr/share/scratch/Media/Backgrounds/...) under data/sources/ and run: touch $@"; exit 2; }
 	@mkdir -p data/debs data/sources
 	cd data/debs && { apt-get download tuxpaint-stamps-default scratch || { test "$$(id -u)" = 0 \
 	    && apt-get update -qq && apt-get download tuxpaint-stamps-default scratch; }; }

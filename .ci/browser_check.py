@@ -54,6 +54,7 @@ MUST_SHOW = {
     "11_gallery": ("figure",),
     "12_monitoring": ("figure", "table"),
     "13_full_scale": ("table",),
+    "13b_photos": ("figure", "table"),
     "15_relaxation_cost": ("figure", "table"),
     "16_box": ("figure", "table"),
     "17_arms_race": ("figure", "table"),
@@ -62,7 +63,11 @@ MUST_SHOW = {
     "20_no_ground_truth": ("figure", "table"),
     "21_victim_quality": ("figure", "table"),
 }
-SCREENSHOTS = ("08_global", "05_relaxation")
+#: chapters that must show at least this many figures (``main img``) and tables: "Real photographs"
+#: has its scenes, per-class AP, selection tables, gallery, main claim and mechanism.
+AT_LEAST = {"13b_photos": {"figure": 6, "table": 6}}
+SCREENSHOTS = ("08_global", "05_relaxation", "13b_photos")
+_SELECTOR = {"figure": "img", "table": "table"}
 SKIP = {"genindex.html", "search.html", "py-modindex.html"}
 RAW = ("{glue", "{exercise")
 #: the smallest text size (pt) of the book's figure style, tkmia.plots.theme
@@ -197,6 +202,10 @@ def check(root: Path, screenshots: Path, runs: Path | None = None) -> list[str]:
                 errors.append("no figure on an experiment chapter")
             if "table" in needs and not page.evaluate("document.querySelectorAll('main table').length"):
                 errors.append("no table on an experiment chapter")
+            for kind, least in AT_LEAST.get(stem, {}).items():
+                shown = page.evaluate(f"document.querySelectorAll('main {_SELECTOR[kind]}').length")
+                if shown < least:
+                    errors.append(f"{shown} {kind}s shown, this chapter has at least {least}")
             if rel.startswith("book/chapters/") and not page.evaluate(
                     "document.querySelectorAll('main .rerun-box').length"):
                 errors.append("no 'Rerun this chapter' box")
