@@ -70,9 +70,9 @@ def photos_profiles(
         scratch_epochs: training epochs of the from-scratch ablation (None: the profile's).
 
     Returns:
-        ``{"novel objects": the profile with setting novel_objects, "novel scenes": with
-        novel_scenes, "from scratch": novel objects with weights None and nothing frozen}``; each
-        victim has its own cache entry.
+        The three profiles by name: ``"novel objects"`` (setting novel_objects), ``"novel scenes"``
+        (setting novel_scenes) and ``"from scratch"`` (novel objects, weights None, nothing
+        frozen); each victim has its own cache entry.
     """
     base = profile if isinstance(profile, Profile) else load_profile(profile)
     if base.dataset.name != "photos":
