@@ -11,7 +11,7 @@ from tkmia.profiles import Profile, list_profiles, load_profile
 
 
 def test_shipped_profiles():
-    assert list_profiles() == ["coco2014", "default", "nuswide", "photos", "tiny", "voc2012"]
+    assert list_profiles() == ["coco2014", "default", "nuswide", "photos", "photos_tiny", "tiny", "voc2012"]
     for name in list_profiles():
         profile = load_profile(name)
         assert isinstance(profile, Profile) and profile.name == name
