@@ -265,7 +265,7 @@ def _call(images=None, labels=None, specified=None, ids=None, **kw):
         ({"box": (0.0, float("nan"))}, "box must be a pair of finite numbers"),
         ({"lr": "5e-4"}, "lr must be a number, got '5e-4'"),
         ({"k": 3.0}, r"k must be an int, got 3\.0"),
-        ({"images": torch.rand(4, 1, 8, 8)}, r"model failed on images of shape \(4, 1, 8, 8\)"),
+        ({"images": torch.rand(4, 1, 8, 8)}, r"must have 3 \(RGB\) channels, shape \(N, 3, H, W\), got 1"),
         ({"specified": Specification(torch.full((4, C), 0.5), torch.ones(4, dtype=torch.bool),
                                      torch.ones(4, dtype=torch.long))}, "specified.specified must hold"),
         ({"specified": Specification(torch.ones(4, C, dtype=torch.bool), torch.ones(4, dtype=torch.bool),
@@ -295,7 +295,7 @@ def test_eligible_sample_with_empty_specified_set_is_an_error():
 
 def test_model_on_another_device_is_an_error():
     model = small_model().to("meta")  # a device other than the images' one, testable without a GPU
-    with pytest.raises(ValueError, match="model is on meta"):
+    with pytest.raises(ValueError, match="model is on the meta device"):
         TkMIA(model, 3, lr=0.01, max_iter=1)(torch.rand(2, 3, 8, 8), torch.ones(2, C), GlobalSelection([0]))
 
 

@@ -249,6 +249,28 @@ def test_a_class_without_photos_is_named(root: Path, tmp_path: Path) -> None:
         ph.Photos("test", root=copy, cache=None)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+@pytest.mark.parametrize("which", ["stamp", "background"])
+def test_a_damaged_image_is_one_line_naming_the_file(root: Path, tmp_path: Path, damage: str,
+                                                     which: str) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    if which == "stamp":
+        path = copy / ph.STAMPS_DIR / ph.CLASS_FOLDERS["coin"][0] / "thingb.png"
+    else:
+        category = ph.BACKGROUND_CATEGORIES[0]
+        path = copy / ph.BACKGROUNDS_DIR / category / f"{category.lower()}1.jpg"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not an image at all")
+    with pytest.raises(ValueError) as info:
+        _make(copy, "test")
+    message = str(info.value)
+    assert str(path) in message and "truncated or corrupt" in message and "make photos-data" in message
+    assert "\n" not in message
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -45,6 +45,7 @@ import ast
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -284,6 +285,8 @@ def _check_scalar(spec: ParameterSpec, value: Any, values: Mapping[str, Any]) ->
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"not an int ({type(value).__name__})")
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("too large for a 64-bit integer (torch.long), the type the code uses")
     elif kind == "float":
         if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
             try:
@@ -292,7 +295,12 @@ def _check_scalar(spec: ParameterSpec, value: Any, values: Mapping[str, Any]) ->
                 raise ValueError("not a number") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"not a number ({type(value).__name__})")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError("too large for a float") from None
+        if not math.isfinite(value):
+            raise ValueError("not a finite number (NaN and infinity pass no bound)")
     elif kind == "bool":
         if not isinstance(value, bool):
             raise ValueError("not true or false")
@@ -737,6 +745,15 @@ def _report_config(folder: Path) -> Path:
     return path
 
 
+#: the file that marks a folder as a rerun's (:func:`rerun` replaces no folder without it)
+RUN_MARKER = ".tkmia-run"
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder (no link) that :func:`rerun` made."""
+    return folder.is_dir() and not folder.is_symlink() and (folder / RUN_MARKER).is_file()
+
+
 def rerun(
     source: str | Path,
     parameters: Mapping[str, Any] | None = None,
@@ -757,13 +774,22 @@ def rerun(
     source, out = Path(source), Path(out)
     if not source.is_file():
         raise FileNotFoundError(f"notebook {source} does not exist")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder; name a folder for the runs")
     _refuse_output_folder(out, source)
     parameters = check_parameters(source, dict(parameters or {}))
     import nbformat  # after the checks, which must answer at once
     name = rerun_name(source, parameters)
     final, failed = out / name, out / f"{name}--failed"
+    for folder in (final, failed):  # only a folder that a rerun made is ever replaced
+        if (folder.exists() or folder.is_symlink()) and not _is_run_folder(folder):
+            raise ValueError(
+                f"{folder} exists and is not a tkmia run folder (it has no {RUN_MARKER} file): a "
+                "rerun replaces only its own folders; move it away or choose another --out"
+            )
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name[:60]}.", suffix=".partial", dir=out))
+    (work / RUN_MARKER).write_text(f"{source.name}\n")
     executed = work / "book" / source.name
     try:
         execute_notebook(source, executed, parameters, log=log)

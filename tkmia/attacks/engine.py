@@ -357,8 +357,17 @@ class Attack:
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
         if images.dim() != 4:
             raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[1] != 3:
+            raise ValueError(
+                f"images must have 3 (RGB) channels, shape (N, 3, H, W), got {images.shape[1]} "
+                f"(shape {tuple(images.shape)}); for grayscale, repeat the channel "
+                "(images.expand(-1, 3, -1, -1)) and let the model reduce it"
+            )
         if not images.is_floating_point():
             raise TypeError(f"images must be a floating-point tensor, got {images.dtype}")
+        if images.device.type == "meta":
+            raise ValueError("images is on the meta device, which holds no values; "
+                             "put images and model on cpu or cuda")
         if not torch.isfinite(images).all():
             raise ValueError("images must be finite (found NaN or Inf)")
         low, high = self.box
@@ -380,8 +389,18 @@ class Attack:
         if labels.device != images.device:
             raise ValueError(f"labels is on {labels.device} but images is on {images.device}")
         param = next(self.model.parameters(), None)
+        if param is not None and param.device.type == "meta":
+            raise ValueError("model is on the meta device, which holds no weights; "
+                             "load its weights on cpu or cuda (model.to_empty(...) then load_state_dict)")
         if param is not None and param.device != images.device:
             raise ValueError(f"images is on {images.device} but model is on {param.device}")
+        largest = torch.finfo(images.dtype).max
+        for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay), ("lambda_lr", self.aux_lr)):
+            if isinstance(value, float) and value > largest:
+                raise ValueError(
+                    f"{name} = {value!r} overflows {images.dtype} (largest {largest:.4g}); "
+                    f"use a smaller {name} (the paper's lr is 5e-4 to 1e-3)"
+                )
 
     def _specify(self, specified, clean_scores: Tensor, labels: Tensor, ids) -> Specification:
         truth = _check_labels(labels.to(clean_scores.dtype), clean_scores)
@@ -442,7 +461,16 @@ class Attack:
 
         ``rows`` (n,) are the batch rows of x (None: all); the errors name them (and their ids).
         """
-        out = self.model(x)
+        try:
+            out = self.model(x)
+        except RuntimeError as error:
+            if x.requires_grad and "in-place operation" in str(error):
+                raise ValueError(
+                    "model modifies its input in place (e.g. x.sub_(mean) in its forward); the "
+                    "attack differentiates through the input, so use out-of-place operations "
+                    f"(x = x - mean): {error}"
+                ) from error
+            raise
         n = x.shape[0]
         if not isinstance(out, Tensor):
             hint = " (return only the logits, e.g. wrap the model)" if isinstance(out, tuple | dict) else ""
@@ -457,6 +485,12 @@ class Attack:
             )
         if not out.is_floating_point():
             raise TypeError(f"model must return floating-point logits, got dtype {out.dtype}")
+        if x.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+            raise ValueError(
+                "model output does not depend on its input through autograd: its forward runs "
+                "under torch.no_grad() (or detaches, or leaves torch); the attack needs the "
+                "gradient of the logits with respect to the images"
+            )
         bad = ~torch.isfinite(out.detach()).all(1)
         if bad.any():
             local = bad.nonzero().flatten()
@@ -523,13 +557,20 @@ class Attack:
 
         with _eval_mode(self.model):
             with torch.no_grad():
+                probe = start.clone()  # the model never sees (and can never edit) the caller's tensor
                 try:
-                    clean_scores = self._scores(start, 0, None, ids)
+                    clean_scores = self._scores(probe, 0, None, ids)
                 except RuntimeError as error:  # e.g. a shape the model cannot take
                     raise ValueError(
                         f"model failed on images of shape {tuple(images.shape)} (box {self.box}): "
                         f"{error}"
                     ) from error
+                if not torch.equal(probe, start):
+                    raise ValueError(
+                        "model modifies its input in place (e.g. x.sub_(mean) in its forward), "
+                        "which would corrupt the images and the reported perturbation; use "
+                        "out-of-place operations (x = x - mean)"
+                    )
             num_classes = clean_scores.shape[1]
             _check_k(self.k, num_classes, num_classes - 1)
             spec = self._specify(specified, clean_scores, labels, ids)
@@ -618,7 +659,16 @@ class Attack:
                 keep = ~ok
                 state = state.select(keep)
             aux_before = state.aux
-            self.step(state, x_it, scores, keep)
+            try:
+                self.step(state, x_it, scores, keep)
+            except RuntimeError as error:
+                if "not have been used in the graph" not in str(error):
+                    raise
+                raise ValueError(
+                    "the model's logits do not depend on its input through autograd (its forward "
+                    "detaches the input, or runs its first layers under torch.no_grad()); the attack "
+                    "needs the gradient of the logits with respect to the images"
+                ) from error
             if self.record_history:
                 records.append((state.rows, state.loss, detached[keep], aux_before))
 

@@ -8,7 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+
+def open_image(path: str | Path, mode: str, how: str = "replace it with a good copy") -> Image.Image:
+    """The image at ``path``, decoded in full and converted to ``mode`` ("RGB", "RGBA", ...).
+
+    A truncated or corrupt file is a ``ValueError`` of one line naming the file and ``how`` to
+    mend it, never a PIL traceback half-way through a dataset.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable image ({error}): the file is truncated "
+                         f"or corrupt; {how}") from None
 
 
 def load_image(path: str | Path, image_size: int) -> torch.Tensor:
@@ -17,9 +32,8 @@ def load_image(path: str | Path, image_size: int) -> torch.Tensor:
     Returns:
         Float tensor (3, image_size, image_size) in [0, 1].
     """
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8).copy()
+    img = open_image(path, "RGB").resize((image_size, image_size), Image.BILINEAR)
+    array = np.asarray(img, dtype=np.uint8).copy()
     return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
 
 

@@ -64,6 +64,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from tkmia import _paths
+from tkmia.data._images import open_image
 
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
 BACKGROUNDS_DIR = "usr/share/scratch/Media/Backgrounds"
@@ -111,6 +112,9 @@ AREA_RANGE = (0.10, 0.30)
 OBJECT_COUNT_WEIGHTS = (1, 2, 3, 4, 5)
 _WORK_SIZE = 256  # cut-outs and backgrounds are kept at most this large in memory
 
+#: how to mend a damaged photo file: unpack the packages again (dpkg -x rewrites every file)
+_REPAIR = ("delete data/sources/.photos-sources and run `make photos-data` to unpack the packages "
+           "again (or replace the file in your --data-root)")
 _FETCH = (
     "get them with `make photos-data` (runs `apt-get download tuxpaint-stamps-default scratch` "
     "and `dpkg -x <package>.deb data/sources`), or pass --data-root / root= a folder holding "
@@ -187,7 +191,7 @@ def _scan(root: str) -> tuple[tuple[Cutout, ...], tuple[str, ...], dict[str, Any
         for folder in folders:
             for path in sorted((stamps / folder).glob("*.png")):
                 name = str(path.relative_to(stamps).with_suffix(""))
-                if flat_colour_share(Image.open(path)) >= FLAT_THRESHOLD:
+                if flat_colour_share(open_image(path, "RGBA", _REPAIR)) >= FLAT_THRESHOLD:
                     excluded.append(name)
                 else:
                     names.append(name)
@@ -207,7 +211,7 @@ def _scan(root: str) -> tuple[tuple[Cutout, ...], tuple[str, ...], dict[str, Any
             if path.suffix.lower() not in (".jpg", ".jpeg", ".png", ".gif"):
                 continue
             name = str(path.relative_to(base / BACKGROUNDS_DIR))
-            if flat_colour_share(Image.open(path)) >= FLAT_THRESHOLD:
+            if flat_colour_share(open_image(path, "RGBA", _REPAIR)) >= FLAT_THRESHOLD:
                 excluded.append(f"Backgrounds/{name}")
             else:
                 backgrounds.append(name)
@@ -299,7 +303,7 @@ def split_sources(
 @lru_cache(maxsize=512)
 def _load_rgba(path: str) -> Image.Image:
     """A stamp cropped to its opaque box, at most ``_WORK_SIZE`` px (RGBA)."""
-    im = Image.open(path).convert("RGBA")
+    im = open_image(path, "RGBA", _REPAIR)
     box = im.getchannel("A").point(lambda v: 255 if v >= 16 else 0).getbbox()
     if box is not None:
         im = im.crop(box)
@@ -309,7 +313,7 @@ def _load_rgba(path: str) -> Image.Image:
 
 @lru_cache(maxsize=128)
 def _load_rgb(path: str) -> Image.Image:
-    im = Image.open(path).convert("RGB")
+    im = open_image(path, "RGB", _REPAIR)
     im.thumbnail((_WORK_SIZE * 4 // 3, _WORK_SIZE), Image.Resampling.LANCZOS)
     return im
 
