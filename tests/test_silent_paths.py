@@ -143,3 +143,20 @@ def test_a_run_folder_carries_its_marker_and_is_replaced_by_the_next_run(tmp_pat
     second = rerun(source, {"k": 2}, out, report=False, log=lambda _: None)
     assert second.folder == first.folder and (second.folder / RUN_MARKER).is_file()
     assert sorted(p.name for p in out.iterdir()) == ["toy--k=2"]
+
+
+def test_a_run_folder_from_before_the_marker_is_still_recognised(tmp_path):
+    """A folder with exactly a run's entries (the notebook, html/) is a run of the same notebook;
+    one with anything else beside them is not."""
+    source = _notebook(tmp_path / "src", body="print(k)")
+    out = tmp_path / "runs"
+    old = out / "toy--k=2"
+    (old / "html").mkdir(parents=True)
+    (old / "toy.ipynb").write_text("{}")
+    assert rerun(source, {"k": 2}, out, report=False, log=lambda _: None).folder == old
+    assert (old / RUN_MARKER).is_file()
+    (old / RUN_MARKER).unlink()
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not a tkmia run folder"):
+        rerun(source, {"k": 2}, out, report=False, log=lambda _: None)
+    assert (old / "notes.txt").read_text() == "mine"

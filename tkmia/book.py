@@ -749,9 +749,15 @@ def _report_config(folder: Path) -> Path:
 RUN_MARKER = ".tkmia-run"
 
 
-def _is_run_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a real folder (no link) that :func:`rerun` made."""
-    return folder.is_dir() and not folder.is_symlink() and (folder / RUN_MARKER).is_file()
+def _is_run_folder(folder: Path, notebook: str) -> bool:
+    """Whether ``folder`` is a real folder (no link) that :func:`rerun` made for ``notebook`` (a
+    file name): it has the marker, or (a run from before the marker) exactly a run's entries."""
+    if not folder.is_dir() or folder.is_symlink():
+        return False
+    if (folder / RUN_MARKER).is_file():
+        return True
+    entries = {p.name for p in folder.iterdir()}
+    return notebook in entries and entries <= {notebook, "html", "book"}
 
 
 def rerun(
@@ -782,7 +788,7 @@ def rerun(
     name = rerun_name(source, parameters)
     final, failed = out / name, out / f"{name}--failed"
     for folder in (final, failed):  # only a folder that a rerun made is ever replaced
-        if (folder.exists() or folder.is_symlink()) and not _is_run_folder(folder):
+        if (folder.exists() or folder.is_symlink()) and not _is_run_folder(folder, source.name):
             raise ValueError(
                 f"{folder} exists and is not a tkmia run folder (it has no {RUN_MARKER} file): a "
                 "rerun replaces only its own folders; move it away or choose another --out"
