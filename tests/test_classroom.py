@@ -187,6 +187,33 @@ def test_grade_command_names_what_it_needs(tmp_path, capsys):
     assert "--timeout must be a positive number of seconds, got 0" in capsys.readouterr().err
 
 
+def test_assign_never_writes_over_source_notebooks(tmp_path, capsys):
+    """--out the source folder, a folder inside it, or a folder holding a notebook with solutions
+    is refused before anything is written; a folder of earlier student versions is not."""
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    for path in EXERCISES:
+        (src / path.name).write_bytes(path.read_bytes())
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    for out in (src, src / "students"):
+        assert cli_main(["classroom", "assign", "--source", str(src), "--out", str(out)]) == 2
+        assert "source folder" in capsys.readouterr().err
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    (elsewhere / EXERCISES[0].name).write_bytes(EXERCISES[0].read_bytes())
+    assert cli_main(["classroom", "assign", "--source", str(src), "--out", str(elsewhere)]) == 2
+    assert "holds notebooks with solution cells" in capsys.readouterr().err
+    assert (elsewhere / EXERCISES[0].name).read_bytes() == EXERCISES[0].read_bytes()
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before
+    student = tmp_path / "student"
+    student.mkdir()
+    nb = nbformat.read(EXERCISES[0], as_version=4)
+    for cell in nb.cells:
+        cell.source = cell.source.replace("### BEGIN SOLUTION", "").replace("### BEGIN HIDDEN TESTS", "")
+    nbformat.write(nb, student / EXERCISES[0].name)
+    classroom._refuse_assign_output(student, src)  # a student version may be replaced
+
+
 def _solution(source_cell: str) -> str:
     return "\n".join(line for line in source_cell.splitlines() if line.strip() not in (BEGIN, END))
 

@@ -832,6 +832,39 @@ def _nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.Comple
     return done
 
 
+def _has_solution_cells(path: Path) -> bool:
+    """Whether the notebook at ``path`` is an instructor's source: a code cell holds nbgrader's
+    ``### BEGIN SOLUTION`` or ``### BEGIN HIDDEN TESTS`` (student versions have neither)."""
+    try:
+        cells = json.loads(path.read_text()).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    markers = ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS")
+    for cell in cells:
+        source = cell.get("source", "") if isinstance(cell, dict) else ""
+        text = "".join(source) if isinstance(source, list) else str(source)
+        if any(marker in text for marker in markers):
+            return True
+    return False
+
+
+def _refuse_assign_output(out: Path, source: Path) -> None:
+    """Raise ``ValueError`` when writing student versions into ``out`` could replace a source
+    notebook: ``out`` is the source folder (or inside it), or holds a notebook with solutions."""
+    out_r, src = out.resolve(), source.resolve()
+    if out_r == src or src in out_r.parents:
+        raise ValueError(f"--out {out} is the exercise notebooks' source folder {src} (or inside it): "
+                         "the student versions would replace the instructor's notebooks; use the "
+                         "default assignments/ or another folder")
+    if out.is_dir():
+        held = sorted(p.name for p in out.glob("*.ipynb") if _has_solution_cells(p))
+        if held:
+            raise ValueError(f"--out {out} holds notebooks with solution cells ({', '.join(held)}): "
+                             "writing the student versions would overwrite them; use another folder")
+    elif out.exists():
+        raise ValueError(f"--out {out} is an existing file, not a folder")
+
+
 def assign(out_dir: str | Path = "assignments", source_dir: str | Path = _REPO / "notebooks",
            course_dir: str | Path | None = None, assignments: Sequence[str] | None = None) -> list[Path]:
     """Write the student version of every exercise notebook into ``out_dir`` (same file names).
@@ -842,6 +875,7 @@ def assign(out_dir: str | Path = "assignments", source_dir: str | Path = _REPO /
     Returns the written paths.
     """
     out = Path(out_dir)
+    _refuse_assign_output(out, Path(source_dir))
     with tempfile.TemporaryDirectory(prefix="tkmia-course-") as scratch:
         course = Path(course_dir) if course_dir is not None else Path(scratch)
         build_course(course, source_dir, assignments)
