@@ -162,6 +162,13 @@ def test_variational_loss_at_minimisers_equals_closed_form():
         (lambda: rx.kth_largest(torch.zeros(4), 5), "m must be in"),
         (lambda: rx.average_top_k([1.0, 2.0], 1), "must be a torch.Tensor"),
         (lambda: rx.tkmia_loss(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, 4), 4), "k must be in"),
+        # a (N, 1) λ used to broadcast against (N, C) into an (N, N) answer
+        (lambda: rx.atk_variational(torch.zeros(3, 5), 2, torch.zeros(3, 1)), r"lam must be .* shape \(3,\)"),
+        (lambda: rx.atk_variational(torch.zeros(3, 5), 2, torch.zeros(5)), r"got shape \(5,\)"),
+        (lambda: rx.tkmia_loss(torch.zeros(2, 4), torch.ones(2, 4), torch.eye(2, 4), 2, torch.zeros(2)),
+         "lambdas must be a pair"),
+        (lambda: rx.tkmia_loss(torch.zeros(2, 4), torch.ones(2, 4), torch.eye(2, 4), 2, (torch.ones(2),) * 3),
+         "of length 3"),
     ],
 )
 def test_bad_input_raises_named_error(call, match):

@@ -107,6 +107,9 @@ def atk_variational(v: Tensor, m: int, lam: Tensor | float) -> Tensor:
     """
     m = _check_m(v, m)
     lam = torch.as_tensor(lam, dtype=v.dtype, device=v.device)
+    if lam.shape not in (torch.Size(), v.shape[:-1]):  # (N, 1) would broadcast to (N, N) silently
+        raise ValueError(f"lam must be a number or of shape {tuple(v.shape[:-1])} (v's shape without "
+                         f"its last dimension), got shape {tuple(lam.shape)}")
     return lam + torch.relu(v - lam.unsqueeze(-1)).sum(-1) / m
 
 
@@ -169,5 +172,9 @@ def tkmia_loss(
     a, b = tkmia_terms(scores, labels, specified, k)
     if lambdas is None:
         return average_top_k(a, num_classes - k) + average_top_k(b, k)
+    if not isinstance(lambdas, tuple | list) or len(lambdas) != 2:
+        length = f" of length {len(lambdas)}" if isinstance(lambdas, tuple | list) else ""
+        raise ValueError(f"lambdas must be a pair (lam_a, lam_b) of (N,) tensors, got "
+                         f"{type(lambdas).__name__}{length}")
     lam_a, lam_b = lambdas
     return atk_variational(a, num_classes - k, lam_a) + atk_variational(b, k, lam_b)
