@@ -55,15 +55,12 @@ def test_lambdas_take_subgradient_steps():
     assert len(rows) >= 3
     steps = int(r.iterations[rows].min())
     checked = 0
-    for key, m in (("lam_a", C - k), ("lam_b", k)):
-        lam0 = hist[key][0, rows]
-        a0, b0 = tkmia_terms(hist["scores"][0, rows], labels[rows], r.specified[rows].float(), k)
-        v0 = a0 if key == "lam_a" else b0
-        torch.testing.assert_close(lam0, torch.topk(v0, m, dim=1).values[:, -1])  # the closed form
-        for t in range(steps):
-            a, b = tkmia_terms(hist["scores"][t, rows], labels[rows], r.specified[rows].float(), k)
-            v = a if key == "lam_a" else b
+    for t in range(steps):
+        a, b = tkmia_terms(hist["scores"][t, rows], labels[rows], r.specified[rows].float(), k)
+        for key, v, m in (("lam_a", a, C - k), ("lam_b", b, k)):
             lam, lam_next = hist[key][t, rows], hist[key][t + 1, rows]
+            if t == 0:  # the closed form
+                torch.testing.assert_close(lam, torch.topk(v, m, dim=1).values[:, -1])
             stepped = torch.isfinite(lam_next)  # a row that stopped at t records no λ after it
             g = ((lam - lam_next) / lam_lr)[stepped]
             low, high = _subgradient_bounds(v[stepped], lam[stepped], m)

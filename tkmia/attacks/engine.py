@@ -165,6 +165,12 @@ def _eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+#: the error of a model whose forward edits its input (the clean pass sees it; the loop's leaf refuses it)
+_IN_PLACE = ("model modifies its input in place (e.g. x.sub_(mean) in its forward), which would "
+             "corrupt the images and the reported perturbation, and the attack differentiates "
+             "through the input; use out-of-place operations (x = x - mean)")
+
+
 def _check_number(name: str, value, low: float, *, integer: bool = False, strict: bool = False):
     """``value`` as a finite int (``integer``) or float, > low (``strict``) or ≥ low; NumPy
     scalars and 0-d tensors are accepted, bools never."""
@@ -465,11 +471,7 @@ class Attack:
             out = self.model(x)
         except RuntimeError as error:
             if x.requires_grad and "in-place operation" in str(error):
-                raise ValueError(
-                    "model modifies its input in place (e.g. x.sub_(mean) in its forward); the "
-                    "attack differentiates through the input, so use out-of-place operations "
-                    f"(x = x - mean): {error}"
-                ) from error
+                raise ValueError(f"{_IN_PLACE}: {error}") from error
             raise
         n = x.shape[0]
         if not isinstance(out, Tensor):
@@ -566,11 +568,7 @@ class Attack:
                         f"{error}"
                     ) from error
                 if not torch.equal(probe, start):
-                    raise ValueError(
-                        "model modifies its input in place (e.g. x.sub_(mean) in its forward), "
-                        "which would corrupt the images and the reported perturbation; use "
-                        "out-of-place operations (x = x - mean)"
-                    )
+                    raise ValueError(_IN_PLACE)
             num_classes = clean_scores.shape[1]
             _check_k(self.k, num_classes, num_classes - 1)
             spec = self._specify(specified, clean_scores, labels, ids)
