@@ -81,7 +81,7 @@ $(PHOTOS_SOURCES):
 # tkmia kernel (this .venv's Python; the notebooks' own "python3" is the same interpreter here).
 # Kernels talk over local IPC sockets, so no "running over TCP without encryption" warning.
 lab: $(STAMP)
-	$(BIN)/python -c "from tkmia.book import ensure_kernel; ensure_kernel()"
+	$(BIN)/python -c "from tkmia.book.runner import ensure_kernel; ensure_kernel()"
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
 	    --MappingKernelManager.default_kernel_name=tkmia --KernelManager.transport=ipc \
 	    $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -4,6 +4,6 @@ Run nbgrader from this folder, with the project's environment active (``source .
 ``source/<id>/<id>.ipynb`` are links to ``../notebooks/<id>.ipynb``, the notebooks the book renders.
 """
 
-from tkmia.classroom import configure_course
+from tkmia.book.classroom import configure_course
 
 configure_course(get_config(), timeout=30)  # noqa: F821 (get_config: provided by nbgrader)

@@ -1,4 +1,4 @@
-"""tkmia.book and `tkmia run`: the typed parameters convention, checks before any kernel starts,
+"""tkmia.book.runner and `tkmia run`: the typed parameters convention, checks before any kernel starts,
 reruns named by parameters that never overwrite a notebook or a good run, readable reports."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from tkmia import book
-from tkmia.book import (
+from tkmia.book import runner as book
+from tkmia.book.runner import (
     check_parameters,
     execute_book,
     execute_notebook,
@@ -259,8 +259,7 @@ def test_glue_shows_figures_outside_a_book_build_only(monkeypatch):
     import matplotlib.pyplot as plt
     import myst_nb
 
-    from tkmia import book
-
+    from tkmia.book import runner as book
     calls = []
     monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: calls.append((name, display)))
     fig = plt.figure()
@@ -278,8 +277,7 @@ def test_execute_notebook_marks_the_kernel_as_a_book_build(tmp_path, monkeypatch
 
     import nbformat
 
-    from tkmia import book
-
+    from tkmia.book import runner as book
     monkeypatch.delenv(book.BOOK_BUILD_ENV, raising=False)
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os\nprint(os.environ.get('TKMIA_BOOK_BUILD'))")]
@@ -295,7 +293,7 @@ def test_make_book_executes_the_chapters_the_toc_lists(tmp_path):
     """A notebook not (yet) in the table of contents is not executed by ``make book``."""
     import nbformat
 
-    from tkmia.book import TOC, execute_book, source_notebooks, toc_chapters
+    from tkmia.book.runner import TOC, execute_book, source_notebooks, toc_chapters
 
     chapters = toc_chapters(TOC)
     assert "02_measures" in chapters and "14a_exercise_measures" in chapters

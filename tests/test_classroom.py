@@ -12,8 +12,9 @@ import nbformat
 import pytest
 import torch
 
-from tkmia import classroom, metrics, relaxation
-from tkmia.book import execute_notebook, tiny_parameters
+from tkmia import metrics, relaxation
+from tkmia.book import classroom
+from tkmia.book.runner import execute_notebook, tiny_parameters
 from tkmia.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The photos victim card (tkmia.photos_victims.victim_card) on scores given as images."""
+"""The photos victim card (tkmia.book.chapters.photos.victim_card) on scores given as images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from tkmia.photos_victims import victim_card
+from tkmia.book.chapters.photos import victim_card
 
 
 class _Scores(torch.utils.data.Dataset):

@@ -14,7 +14,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tkmia.book import check_parameters, parameter_specs, source_notebooks, tiny_parameters
+from tkmia.book.runner import check_parameters, parameter_specs, source_notebooks, tiny_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = source_notebooks(ROOT / "notebooks")
@@ -159,7 +159,7 @@ def test_tiny_parameters_are_declared(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_declare_their_type_and_defaults_obey_it(path):
-    """Every parameter's comment follows tkmia.book's convention (``TYPE[, CONSTRAINT]: meaning``),
+    """Every parameter's comment follows tkmia.book.runner's convention (``TYPE[, CONSTRAINT]: meaning``),
     so `tkmia run` checks its values before a kernel starts; the defaults and the tiny parameters
     pass those checks."""
     specs = parameter_specs(path)

@@ -9,7 +9,13 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tkmia.book import check_parameters, execute_book, execute_notebook, source_notebooks, tiny_parameters
+from tkmia.book.runner import (
+    check_parameters,
+    execute_book,
+    execute_notebook,
+    source_notebooks,
+    tiny_parameters,
+)
 from tkmia.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent

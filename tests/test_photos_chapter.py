@@ -1,5 +1,5 @@
-"""The logic of the chapter "Real photographs" (tkmia.photos_victims) and its figures
-(tkmia.plots.photos), on hand-made records: slow definitions from the formulas as oracles,
+"""The logic of the chapter "Real photographs" (tkmia.book.chapters.photos) and its figures
+(tkmia.book.chapters.photos_plots), on hand-made records: slow definitions from the formulas as oracles,
 hypothesis properties, and the error messages."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import tkmia.plots.theme as theme  # noqa: E402
-from tkmia import photos_victims as pv  # noqa: E402
+from tkmia.book.chapters import photos as pv
+from tkmia.book.chapters import photos_plots as photo_plots
+from tkmia.book.chapters.victim_questions import ready_mask  # noqa: E402
 from tkmia.metrics import WATCHED_MEASURES  # noqa: E402
-from tkmia.plots import photos as photo_plots  # noqa: E402
-from tkmia.questions_victims import ready_mask  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

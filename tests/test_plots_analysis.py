@@ -14,6 +14,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from tkmia import plots  # noqa: E402
+from tkmia.book.chapters import analysis  # noqa: E402
 from tkmia.metrics import MEASURES, measures  # noqa: E402
 from tkmia.monitoring import detection_table  # noqa: E402
 
@@ -45,8 +46,13 @@ def _records(method: str, n: int = 12, shift: float = 0.0, seed: int = 0, width:
 
 
 def test_everything_is_exported():
-    for name in plots.analysis.__all__:
-        assert hasattr(plots, name)
+    from tkmia.plots import experiments, measures, theme, theory
+
+    for module in (experiments, measures, theme, theory):
+        for name in module.__all__:
+            assert hasattr(plots, name), f"{module.__name__}.{name} is not in tkmia.plots"
+    for name in analysis.__all__:
+        assert hasattr(analysis, name)
 
 
 def test_dataset_labels_and_model_summary():
@@ -57,9 +63,9 @@ def test_dataset_labels_and_model_summary():
         def __getitem__(self, i):
             return torch.zeros(3, 4, 4), torch.tensor([1.0, 0.0]) if i else torch.tensor([0.0, 1.0])
 
-    assert plots.dataset_labels(Items()).tolist() == [[0, 1], [1, 0], [1, 0]]
+    assert analysis.dataset_labels(Items()).tolist() == [[0, 1], [1, 0], [1, 0]]
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-    summary = plots.model_summary(model)
+    summary = analysis.model_summary(model)
     assert summary["parameters"].tolist() == [15, 0, 8, 23]
     assert summary["block"].iloc[-1] == "total"
 
@@ -73,7 +79,7 @@ def test_victim_scores_cover_the_dataset():
             return 5
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 2))
-    scores = plots.victim_scores(model, Data(), batch_size=2)
+    scores = analysis.victim_scores(model, Data(), batch_size=2)
     assert scores.shape == (5, 2)
     assert torch.allclose(scores, model(Data.images), atol=1e-6)
 
@@ -81,49 +87,49 @@ def test_victim_scores_cover_the_dataset():
 def test_per_class_ap_perfect_and_reversed():
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     scores = torch.tensor([[2.0, 0.0], [1.0, 0.0], [1.5, 5.0]])
-    frame = plots.per_class_ap_frame(scores, labels, ["a", "b"]).set_index("class")
+    frame = analysis.per_class_ap_frame(scores, labels, ["a", "b"]).set_index("class")
     assert frame.loc["a", "ap"] == pytest.approx(1.0)
     # class b: image 2 (negative) ranks first, the positive image 1 ties with image 0 (stable: 0 first)
     assert frame.loc["b", "ap"] == pytest.approx(1 / 3)
     assert frame.loc["a", "frequency"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="must both be"):
-        plots.per_class_ap_frame(scores, labels, ["a"])
+        analysis.per_class_ap_frame(scores, labels, ["a"])
 
 
 def test_eligibility_counts_follow_the_rules():
     labels = torch.tensor([[1.0, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
     scores = torch.tensor([[6.0, 5, 4, 3, 2, 1], [6.0, 5, 4, 3, 2, 1]])
-    frame = plots.eligibility_frame(scores, labels, [1, 2], classes=[0], n_pert=2, del_n=2)
+    frame = analysis.eligibility_frame(scores, labels, [1, 2], classes=[0], n_pert=2, del_n=2)
     got = {(r.scheme, r.k): r.eligible for r in frame.itertuples()}
     # global, k=1: S = {0} in the top-1, |Y| >= 2 for both images; k=2: |Y| >= 3 only the first
     assert got == {("global", 1): 2, ("global", 2): 1, ("random", 2): 1}
     assert frame["fraction"].max() == 1.0
-    fig = plots.plot_eligibility(frame)
+    fig = analysis.plot_eligibility(frame)
     assert isinstance(fig, Figure)
     plt.close(fig)
 
 
 def test_label_statistics_figure():
     labels = torch.tensor([[1.0, 0, 1], [0, 0, 1]])
-    fig = plots.plot_label_statistics(labels, ["a", "b", "c"])
+    fig = analysis.plot_label_statistics(labels, ["a", "b", "c"])
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == pytest.approx([0, 0.5, 0.5])
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()][0] == "c"
     plt.close(fig)
     with pytest.raises(ValueError, match="len\\(classes\\)"):
-        plots.plot_label_statistics(labels, ["a"])
+        analysis.plot_label_statistics(labels, ["a"])
 
 
 def test_budget_frame_counts_success_within_each_budget():
     records = _records("tkmia", shift=5.0)  # success except samples 0, 4, 8; iterations 10 * i
-    frame = plots.budget_frame(records, budgets=[0, 15, 1000])
+    frame = analysis.budget_frame(records, budgets=[0, 15, 1000])
     assert frame["success_rate"].tolist() == pytest.approx([0, 1 / 12, 9 / 12])
     # max_iter = b examines iterates 0 … b − 1: a success at iterate 10 needs a budget of 11
-    edge = plots.budget_frame(records, budgets=[10, 11])
+    edge = analysis.budget_frame(records, budgets=[10, 11])
     assert edge["success_rate"].tolist() == pytest.approx([0, 1 / 12])
-    auto = plots.budget_frame(records)
+    auto = analysis.budget_frame(records)
     assert auto["max_iter"].is_monotonic_increasing and auto["success_rate"].is_monotonic_increasing
-    fig = plots.plot_budget(auto)
+    fig = analysis.plot_budget(auto)
     assert isinstance(fig, Figure)
     plt.close(fig)
 
@@ -131,14 +137,14 @@ def test_budget_frame_counts_success_within_each_budget():
 def test_sweep_summary_and_figure():
     parts = [_records(m, shift=5.0, seed=s).assign(lr=lr) for s, lr in enumerate([1e-3, 1e-2])
              for m in ("tkmia", "tkml_ap_u")]
-    summary = plots.sweep_summary(pd.concat(parts, ignore_index=True), "lr")
+    summary = analysis.sweep_summary(pd.concat(parts, ignore_index=True), "lr")
     assert set(summary.columns) >= {"lr", "method", "success_rate", "pert_l2_255"}
     assert len(summary) == 4
-    fig = plots.plot_sweep(summary, "lr", log=True)
+    fig = analysis.plot_sweep(summary, "lr", log=True)
     assert len(fig.axes) == 3
     plt.close(fig)
     with pytest.raises(ValueError, match="parameter must be one of"):
-        plots.sweep("tiny", "momentum", [0.9])
+        analysis.sweep("tiny", "momentum", [0.9])
 
 
 def test_detection_figures_and_verdicts():
@@ -146,16 +152,16 @@ def test_detection_figures_and_verdicts():
                         ignore_index=True)
     records.loc[records["method"] == "tkmia", "success"] = True
     table = detection_table(records, 0.1)
-    verdicts = plots.detection_verdicts(table, 0.1)
+    verdicts = analysis.detection_verdicts(table, 0.1)
     assert verdicts["tkmia_paper_max"] == 0.0 and verdicts["tkmia_paper_verdict"] == "not detected"
     assert verdicts["baselines_paper_min"] == 1.0 and verdicts["baselines_paper_verdict"] == "all"
-    assert plots.detection_verdicts(table, 0.1, attack="none")["tkmia_paper_verdict"] == "n/a"
-    fig = plots.plot_detection(table)
+    assert analysis.detection_verdicts(table, 0.1, attack="none")["tkmia_paper_verdict"] == "n/a"
+    fig = analysis.plot_detection(table)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["TkMIA", "kFool"]
     plt.close(fig)
-    curves = plots.detection_curve_frame(records, alphas=[0.0, 0.25])
+    curves = analysis.detection_curve_frame(records, alphas=[0.0, 0.25])
     assert set(curves["alpha"]) == {0.0, 0.25}
-    fig = plots.plot_detection_curves(curves)
+    fig = analysis.plot_detection_curves(curves)
     assert len(fig.axes) == 5
     plt.close(fig)
 
@@ -164,16 +170,16 @@ def test_parametrisation_summary_uses_common_samples():
     exact = _records("tkmia", shift=5.0)
     ref = _records("tkmia", shift=5.0).iloc[:6].copy()
     ref.loc[ref["sample"] == 1, "eligible"] = False
-    out = plots.parametrisation_summary({"exact": exact, "reference": ref}).set_index("parametrisation")
+    out = analysis.parametrisation_summary({"exact": exact, "reference": ref}).set_index("parametrisation")
     assert out["n"].tolist() == [5, 5]
     assert out.loc["exact", "tanh_space_l2_255"] == pytest.approx(255 * out.loc["exact", "tanh_space_l2"])
     with pytest.raises(ValueError):
-        plots.parametrisation_summary({})
+        analysis.parametrisation_summary({})
 
 
 def test_return_rule_zeroes_failures_only():
     records = _records("tkmia", shift=5.0)
-    rules = plots.return_rule_frame(records).set_index("rule")
+    rules = analysis.return_rule_frame(records).set_index("rule")
     last, clean = rules.loc["last iterate"], rules.loc["clean on failure"]
     assert last["failed"] == pytest.approx(0.25)
     delta = (records["adv_precision_at_k"] - records["clean_precision_at_k"]).to_numpy()
@@ -185,5 +191,5 @@ def test_return_rule_zeroes_failures_only():
 def test_as_image_renders_a_bare_figure():
     fig = Figure()
     fig.subplots().plot([0, 1])
-    image = plots.as_image(fig)
+    image = analysis.as_image(fig)
     assert image.data[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,6 +20,7 @@ from test_plots_experiments import _records as experiment_records
 
 import tkmia.plots.theme as st  # noqa: E402
 from tkmia import plots  # noqa: E402
+from tkmia.book.chapters import analysis, questions_plots  # noqa: E402
 from tkmia.monitoring import detection_table  # noqa: E402
 from tkmia.relaxation import average_top_k  # noqa: E402
 from tkmia.report import summarize  # noqa: E402
@@ -43,7 +44,7 @@ def _figures():
     two = pd.concat([analysis_records("tkmia", shift=0.0), analysis_records("kfool", shift=5.0, width=3),
                      analysis_records("tkml_ap_u", shift=5.0, width=2)], ignore_index=True)
     two.loc[two["method"] == "tkmia", "success"] = True
-    sweep = plots.sweep_summary(pd.concat([analysis_records(m, shift=5.0, seed=s).assign(lr=lr)
+    sweep = analysis.sweep_summary(pd.concat([analysis_records(m, shift=5.0, seed=s).assign(lr=lr)
                                            for s, lr in enumerate([2e-4, 5e-4, 1e-2])
                                            for m in ("tkmia", "tkml_ap_u")], ignore_index=True), "lr")
     labels = (torch.rand(40, 20, generator=torch.Generator().manual_seed(1)) > 0.7).float()
@@ -60,15 +61,16 @@ def _figures():
         "delta_distributions": lambda: plots.plot_delta_distributions(records),
         "vs_k": lambda: plots.plot_vs_k(table),
         "triplets": lambda: plots.plot_triplets(clean, adv, rows.reset_index(drop=True), CLASSES),
-        "label_statistics": lambda: plots.plot_label_statistics(labels, classes20),
-        "per_class_ap": lambda: plots.plot_per_class_ap(plots.per_class_ap_frame(scores, labels, classes20)),
-        "eligibility": lambda: plots.plot_eligibility(plots.eligibility_frame(
+        "label_statistics": lambda: analysis.plot_label_statistics(labels, classes20),
+        "per_class_ap": lambda: analysis.plot_per_class_ap(
+            analysis.per_class_ap_frame(scores, labels, classes20)),
+        "eligibility": lambda: analysis.plot_eligibility(analysis.eligibility_frame(
             scores, labels, [2, 3], classes=[0, 1, 3], n_pert=2, del_n=2)),
-        "sweep": lambda: plots.plot_sweep(sweep, "lr", log=True, label="learning rate lr"),
-        "budget": lambda: plots.plot_budget(plots.budget_frame(records)),
-        "detection": lambda: plots.plot_detection(detection_table(two, 0.1)),
-        "detection_curves": lambda: plots.plot_detection_curves(
-            plots.detection_curve_frame(two, alphas=[0.0, 0.1, 0.3])),
+        "sweep": lambda: analysis.plot_sweep(sweep, "lr", log=True, label="learning rate lr"),
+        "budget": lambda: analysis.plot_budget(analysis.budget_frame(records)),
+        "detection": lambda: analysis.plot_detection(detection_table(two, 0.1)),
+        "detection_curves": lambda: analysis.plot_detection_curves(
+            analysis.detection_curve_frame(two, alphas=[0.0, 0.1, 0.3])),
         "atk_vs_kth": lambda: plots.plot_atk_vs_kth(plots.atk_line_frame([1.0, 0.0, 2.0], [0.0, 1.0, -1.0], 2,
                                                                          np.linspace(-2, 2, 9))),
         "variational": lambda: plots.plot_variational(plots.variational_frame([1.0, 0.0, 2.0], 2,
@@ -79,17 +81,17 @@ def _figures():
         "rank_history": lambda: plots.plot_rank_history(frame_rank, [0], 3, labels=[0, 1, 2]),
         "measure_collapse": lambda: plots.plot_measure_collapse(plots.measure_pairs_frame(records)),
         "perturbation": lambda: plots.plot_perturbation(clean[0], adv[0]),
-        # part "Open questions" (tkmia.plots.questions)
-        "variant_bars": lambda: plots.plot_variant_bars(
+        # part "Open questions" (tkmia.book.chapters.questions_plots)
+        "variant_bars": lambda: questions_plots.plot_variant_bars(
             pd.DataFrame({"variant": ["exact", "reference", "pixel"], "success_rate": [0.9, 0.8, 1.0],
                           "pert_l2_255": [60.0, 80.0, 50.0], "moved": [0.3, 0.9, 0.4]}),
             {"success_rate": "success rate", "pert_l2_255": "Pert ×255", "moved": "moved"}),
-        "bound_gaps": lambda: plots.plot_bound_gaps(pd.DataFrame({
+        "bound_gaps": lambda: questions_plots.plot_bound_gaps(pd.DataFrame({
             "iteration": [0, 1, 0, 1] * 2, "sample": [0, 0, 1, 1] * 2, "term": ["a"] * 4 + ["b"] * 4,
             "gap": np.arange(8.0), "exact": -np.arange(8.0)})),
-        "monitors": lambda: plots.plot_monitors(pd.DataFrame(
+        "monitors": lambda: questions_plots.plot_monitors(pd.DataFrame(
             [{"method": m, "statistic": s, "detection": 0.5, "false_alarm": 0.05}
-             for m in ("tkmia", "tkmia_margin") for s in plots.MONITOR_NAMES])),
+             for m in ("tkmia", "tkmia_margin") for s in questions_plots.MONITOR_NAMES])),
     }
 
 
@@ -218,14 +220,14 @@ def test_detection_verdict_compares_with_the_realised_false_alarm_rate():
         for stat in ("precision_at_k", "map_at_k", "ndcg_at_k", "average_precision", "topk_margin"):
             rows.append({"method": method, "statistic": stat, "threshold": 0.5, "false_alarm": 0.005,
                          "detection": rate if stat == "precision_at_k" else 0.0, "n_attacks": 100})
-    verdicts = plots.detection_verdicts(pd.DataFrame(rows), alpha=0.05)
+    verdicts = analysis.detection_verdicts(pd.DataFrame(rows), alpha=0.05)
     # 0.08 is below twice the budget (0.1) but 16 times the realised rate: detected
     assert verdicts["tkmia_paper_verdict"] == "detected"
     assert verdicts["tkmia_paper_ratio"] == pytest.approx(16.0)
     assert verdicts["tkmia_paper_alarm"] == pytest.approx(0.005)
     assert verdicts["tkmia_ap_verdict"] == "not detected"
     no_success = pd.DataFrame(rows).assign(detection=float("nan"))
-    assert np.isnan(plots.detection_verdicts(no_success, alpha=0.05)["tkmia_paper_ratio"])
+    assert np.isnan(analysis.detection_verdicts(no_success, alpha=0.05)["tkmia_paper_ratio"])
 
 
 def test_prose_formats_keep_distinct_values_distinct():
@@ -267,15 +269,16 @@ def test_verdict_prose_reads_right_for_every_ratio():
             rows.append({"method": method, "statistic": stat, "threshold": 0.5, "false_alarm": 0.005,
                          "detection": rate if stat == "precision_at_k" else 0.0, "n_attacks": 100})
     table = pd.DataFrame(rows)
-    text = plots.verdict_prose(plots.detection_verdicts(table, alpha=0.05))
+    text = analysis.verdict_prose(analysis.detection_verdicts(table, alpha=0.05))
     assert text["tkmia_paper_max"] == "0.08" and text["tkmia_paper_alarm"] == "0.005"
     assert text["tkmia_paper_ratio"] == "so TkMIA's images are flagged 16 times as often as clean ones"
     assert text["tkmia_paper_verdict"] == "detected" and text["paper_claim"] == "does not hold"
-    never = plots.verdict_prose(plots.detection_verdicts(table.assign(false_alarm=0.0), alpha=0.05))
+    never = analysis.verdict_prose(analysis.detection_verdicts(table.assign(false_alarm=0.0), alpha=0.05))
     assert never["tkmia_paper_ratio"] == ("so TkMIA's images are flagged at a rate of 0.08 while no clean "
                                           "image is")
-    quiet = plots.verdict_prose(plots.detection_verdicts(table.assign(false_alarm=0.0, detection=0.0), 0.05))
+    quiet = analysis.verdict_prose(
+        analysis.detection_verdicts(table.assign(false_alarm=0.0, detection=0.0), 0.05))
     assert quiet["tkmia_paper_ratio"] == "so neither TkMIA's images nor clean ones are flagged"
     assert quiet["paper_claim"] == "holds"
     with pytest.raises(ValueError, match="detection_verdicts"):
-        plots.verdict_prose({"tkmia_paper_max": 0.1})
+        analysis.verdict_prose({"tkmia_paper_max": 0.1})

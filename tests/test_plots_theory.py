@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from tkmia import plots  # noqa: E402
+from tkmia.book.chapters import examples  # noqa: E402
 from tkmia.relaxation import average_top_k, kth_largest  # noqa: E402
 
 
@@ -128,7 +129,7 @@ def test_plot_perturbation_checks_shapes():
 
 @pytest.mark.slow
 def test_attack_examples_records_a_history_on_the_tiny_victim(tiny_home):
-    ex = plots.attack_examples("tiny", n=2, lambda_mode="gradient")
+    ex = examples.attack_examples("tiny", n=2, lambda_mode="gradient")
     assert len(ex.samples) == 2 and ex.images.shape[0] == 2
     assert ex.result.history["loss"].shape[1] == 2
     assert ex.result.eligible.all()

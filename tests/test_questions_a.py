@@ -1,5 +1,5 @@
 """Open questions, part A: the unrelaxed loss, the pixel parametrisation, the margin-adaptive attack,
-and the comparisons of tkmia.questions (book chapters 15–17)."""
+and the comparisons of tkmia.book.chapters.questions (book chapters 15–17)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from tkmia import questions
 from tkmia.attacks import REGISTRY, TkMIA, TkMIAExact, TkMIAMargin, get
 from tkmia.attacks.tkmia_exact import ranked_range_mean, tkmia_exact_loss
 from tkmia.attacks.tkmia_margin import topk_gap
+from tkmia.book.chapters import questions
 from tkmia.monitoring import topk_margin
 from tkmia.relaxation import average_top_k, kth_largest, tkmia_loss, tkmia_terms
 from tkmia.selection import GlobalSelection
@@ -300,25 +300,25 @@ def test_monitor_table_flags_by_the_clean_threshold():
 def test_figures_are_legible_at_page_width():
     import matplotlib.pyplot as plt
 
-    from tkmia import plots
+    from tkmia.book.chapters import questions_plots
     from tkmia.plots.theme import MIN_FONT_PX, panels_per_row, smallest_font_px
 
     table = pd.DataFrame({"variant": ["TkMIA (ATk)", "width 1", "width 3"], "success_rate": [0.9, 0.8, 0.85],
                           "imperceptible_rate": [0.5, 0.4, 0.45], "pert_l2_255": [60.0, 70.0, 65.0]})
-    bars = plots.plot_variant_bars(table, {"success_rate": "success", "imperceptible_rate": "imperceptible",
-                                           "pert_l2_255": "Pert ×255"})
+    bars = questions_plots.plot_variant_bars(
+        table, {"success_rate": "success", "imperceptible_rate": "imperceptible", "pert_l2_255": "Pert ×255"})
     gaps = pd.DataFrame({"iteration": [0, 1, 0, 1] * 2, "sample": [0, 0, 1, 1] * 2,
                          "term": ["a"] * 4 + ["b"] * 4, "gap": np.arange(8.0), "exact": -np.arange(8.0)})
-    curves = plots.plot_bound_gaps(gaps)
+    curves = questions_plots.plot_bound_gaps(gaps)
     monitors = pd.DataFrame([{"method": m, "statistic": s, "detection": 0.5, "false_alarm": 0.05}
-                             for m in ("tkmia", "tkmia_margin") for s in plots.MONITOR_NAMES])
-    heat = plots.plot_monitors(monitors)
+                             for m in ("tkmia", "tkmia_margin") for s in questions_plots.MONITOR_NAMES])
+    heat = questions_plots.plot_monitors(monitors)
     for fig in (bars, curves, heat):
         assert smallest_font_px(fig) >= MIN_FONT_PX
         assert panels_per_row(fig) <= 3 or fig is heat
         plt.close(fig)
     with pytest.raises(ValueError, match="lacks the columns"):
-        plots.plot_variant_bars(table, {"iterations": "iterations"})
+        questions_plots.plot_variant_bars(table, {"iterations": "iterations"})
 
 
 def test_arms_race_verdict_reads_the_monitor_table():

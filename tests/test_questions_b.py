@@ -1,4 +1,4 @@
-"""Open questions on victims and data (tkmia.questions_victims): the small ResNet and ViT, the
+"""Open questions on victims and data (tkmia.book.chapters.victim_questions): the small ResNet and ViT, the
 MultiShapes label-cardinality parameter, the judging functions, transfer, pseudo labels, figures."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tkmia import questions_victims as qv
+from tkmia.book.chapters import victim_questions as qv
+from tkmia.book.chapters import victim_questions_plots as vq
 from tkmia.data.multishapes import MultiShapes, generate, params_checksum
 from tkmia.models import SmallResNet, SmallViT, build_model
-from tkmia.plots import victims_questions as vq
 from tkmia.plots.theme import MIN_FONT_PX, panels_per_row, smallest_font_px
 from tkmia.profiles import load_profile
 from tkmia.victims import victim_key

@@ -10,7 +10,7 @@ from test_book_runner import _notebook  # the runner tests' toy notebook
 from torch import nn
 
 from tkmia.attacks import METHODS, TkMIA, get
-from tkmia.book import RUN_MARKER, check_parameters, rerun
+from tkmia.book.runner import RUN_MARKER, check_parameters, rerun
 from tkmia.cli import main as cli_main
 from tkmia.selection import GlobalSelection
 

@@ -1,8 +1,10 @@
 """The ``tkmia`` command line: ``tkmia COMMAND --help`` for each command.
 
-Each command lives in :mod:`tkmia.commands` as a module with ``register(subparsers)``; the
-handler it sets with ``set_defaults(func=...)`` receives the parsed arguments and returns an
-exit status.
+Each command lives in a module with ``register(subparsers)``; the handler it sets with
+``set_defaults(func=...)`` receives the parsed arguments and returns an exit status. The core's
+commands are the modules of :mod:`tkmia.commands`; other layers add theirs as ``tkmia.commands``
+entry points (the book layer's ``run`` and ``classroom``), so the core never imports them. An entry
+point whose extra is not installed still shows, and says which extra it needs.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import argparse
 import importlib
 import sys
 import warnings
+from importlib.metadata import entry_points
 
 # Modules of tkmia.commands, each adding one or more sub-commands.
-COMMAND_MODULES = ("data", "train", "attack", "experiment", "report", "run", "classroom")
+COMMAND_MODULES = ("data", "train", "attack", "experiment", "report")
+#: The entry-point group through which other layers add commands.
+ENTRY_POINTS = "tkmia.commands"
+#: The extra that each entry-point command needs, for the message when it is missing.
+_EXTRAS = {"run": "book", "classroom": "book"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
+        try:
+            module = point.load()
+        except ModuleNotFoundError as err:  # its extra is not installed
+            if (err.name or "").split(".")[0] == "tkmia":
+                raise
+            _register_missing(sub, point.name, err.name)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_missing(sub, name: str, missing: str | None) -> None:
+    """A command whose layer cannot be imported: it runs, and says which extra to install."""
+    extra = _EXTRAS.get(name, "book")
+    parser = sub.add_parser(name, help=f"(needs the {extra} extra: pip install 'tkmia[{extra}]')",
+                            add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def refuse(args) -> int:
+        raise ValueError(f"`tkmia {name}` needs the {extra} extra, which is not installed (no module "
+                         f"{missing!r}); install it with: pip install 'tkmia[{extra}]'")
+
+    parser.set_defaults(func=refuse)
 
 
 def _one_line(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Sphinx extension: the execution-statistics page, generated from tkmia.book's own records.
+"""Sphinx extension: the execution-statistics page, generated from tkmia.book.runner's own records.
 
 ``python -m tkmia.book execute`` (run by ``make book``) writes ``book/chapters/<name>.exec.json``
 beside each executed notebook: its parameters, how long its execution took and whether the last

@@ -1,21 +1,19 @@
 """Figures of the book: each ``plot_*`` function returns a matplotlib Figure (save it with
 :func:`save`), each ``*_frame`` function the tidy table it is drawn from.
 
-One module per part of the book: :mod:`~tkmia.plots.measures` (the measures chapter),
-:mod:`~tkmia.plots.theory` (relaxation and algorithm chapters), :mod:`~tkmia.plots.experiments`
-(tables, distributions and the gallery), :mod:`~tkmia.plots.analysis` (victims, sensitivity,
-monitoring), and :mod:`~tkmia.plots.theme`, the one look they share (theme, method colours,
-page-width layout, table formats). All their public names are available from ``tkmia.plots``.
+:mod:`~tkmia.plots.measures` (the measures), :mod:`~tkmia.plots.theory` (the ATk, the relaxation
+and an attack's path), :mod:`~tkmia.plots.experiments` (tables, distributions and the gallery), and
+:mod:`~tkmia.plots.theme`, the one look they share (theme, method colours, page-width layout, table
+formats). All their public names are available from ``tkmia.plots``. The figures of single chapters
+live with those chapters, in :mod:`tkmia.book.chapters`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tkmia.plots.analysis import *  # noqa: F403
 from tkmia.plots.experiments import *  # noqa: F403
 from tkmia.plots.measures import *  # noqa: F403
-from tkmia.plots.questions import *  # noqa: F403
 from tkmia.plots.theme import *  # noqa: F403
 from tkmia.plots.theme import DPI
 from tkmia.plots.theory import *  # noqa: F403

@@ -1,4 +1,5 @@
-"""Figures of the book's part "Open questions" (questions 1, 5 and 6; tables from :mod:`tkmia.questions`)."""
+"""Figures of the book's part "Open questions" (questions 1, 5 and 6; tables from
+:mod:`tkmia.book.chapters.questions`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tkmia.plots.theme import PAGE_WIDTH_IN, method_palette, panel_grid, style
 
 __all__ = ["plot_variant_bars", "plot_bound_gaps", "plot_monitors", "MONITOR_NAMES"]
 
-#: How the book writes each statistic of :func:`tkmia.questions.monitor_table`.
+#: How the book writes each statistic of :func:`tkmia.book.chapters.questions.monitor_table`.
 MONITOR_NAMES = {
     "precision_at_k": "P@k", "map_at_k": "mAP@k", "ndcg_at_k": "NDCG@k",
     "average_precision": "AP (all)", "topk_margin": "margin k|k+1", "next_margin": "margin k+1|k+2",
@@ -28,7 +29,7 @@ def _require(frame: pd.DataFrame, columns, what: str) -> None:
 
 def plot_variant_bars(table: pd.DataFrame, panels: dict[str, str], *, colors: dict[str, str] | None = None
                       ) -> Figure:
-    """One bar per variant of a :func:`tkmia.questions.comparison_table` (or any frame with a
+    """One bar per variant of a :func:`tkmia.book.chapters.questions.comparison_table` (or any frame with a
     ``variant`` column) in each panel; ``panels`` maps a column to its axis label (with its unit).
     At most three panels a row (:func:`tkmia.plots.theme.panel_grid`)."""
     _require(table, ["variant", *panels], "table")
@@ -48,9 +49,10 @@ def plot_variant_bars(table: pd.DataFrame, panels: dict[str, str], *, colors: di
 
 
 def plot_bound_gaps(gaps: pd.DataFrame) -> Figure:
-    """How loose each ATk bound is along the attack's path (:func:`tkmia.questions.bound_gaps`): per
-    term, the median over samples of the gap ATk − exact (solid, with the band of the middle half
-    of the samples) and of the exact value itself (dashed), against the iteration."""
+    """How loose each ATk bound is along the attack's path
+    (:func:`tkmia.book.chapters.questions.bound_gaps`): per term, the median over samples of the gap
+    ATk − exact (solid, with the band of the middle half of the samples) and of the exact value
+    itself (dashed), against the iteration."""
     _require(gaps, ["iteration", "sample", "term", "gap", "exact"], "gaps")
     style()
     terms = sorted(gaps["term"].unique())
@@ -73,7 +75,7 @@ def plot_bound_gaps(gaps: pd.DataFrame) -> Figure:
 
 
 def plot_monitors(table: pd.DataFrame) -> Figure:
-    """Heatmap of :func:`tkmia.questions.monitor_table`: detection rate per method (rows) and
+    """Heatmap of :func:`tkmia.book.chapters.questions.monitor_table`: detection rate per method (rows) and
     watched statistic (columns), with each statistic's realised false-alarm rate on clean images
     as a last row."""
     _require(table, ["method", "statistic", "detection", "false_alarm"], "table")

@@ -299,12 +299,12 @@ def victim_runs(
 ) -> pd.DataFrame:
     """Each method on ``model`` (global scheme, the profile's k, S_g and attack settings), on the
     first ``n_samples`` eligible images of the profile's evaluation split, through the run store
-    (:func:`tkmia.questions_victims.attack_victim`): all records in one table.
+    (:func:`tkmia.book.chapters.victim_questions.attack_victim`): all records in one table.
 
     For a victim that is not the profile's own (the novel-scenes victim is a variant of the
     photos profile): the runs are keyed by the model's weights and the dataset's contents.
     """
-    from tkmia.questions_victims import attack_victim
+    from tkmia.book.chapters.victim_questions import attack_victim
 
     n_samples = _positive_int("n_samples", n_samples, allow_none=True)
     if not methods:
@@ -324,7 +324,8 @@ def reference_records(
     device: str = "cpu",
 ) -> pd.DataFrame:
     """TkMIA's exact and reference parametrisations on the same images (global scheme), as
-    :func:`tkmia.questions.comparison_table` and :func:`tkmia.questions.parametrisation_verdict`
+    :func:`tkmia.book.chapters.questions.comparison_table` and
+    :func:`tkmia.book.chapters.questions.parametrisation_verdict`
     take them (a ``variant`` column).
 
     Args:
@@ -522,7 +523,7 @@ def spare_rank(clean_scores: Tensor, labels: Tensor, specified: Tensor, k: int) 
 
 
 def _records_tensors(records: pd.DataFrame) -> dict[str, Tensor]:
-    from tkmia.questions_victims import _records_tensors as tensors
+    from tkmia.book.chapters.victim_questions import _records_tensors as tensors
 
     return tensors(records, len(records["clean_scores"].iloc[0]))
 
@@ -537,7 +538,7 @@ def mechanism_frame(records: Mapping[str, pd.DataFrame], method: str = "tkmia") 
     Returns:
         One row per eligible image: ``setting``, ``sample``, ``k``, ``specified`` (|S|),
         ``spare_rank`` (:func:`spare_rank`), ``below`` (spare_rank − k: 1 = just below the top-k),
-        ``ready`` (below ≤ |S|, as :func:`tkmia.questions_victims.ready_mask`) and ``outcome``
+        ``ready`` (below ≤ |S|, as :func:`tkmia.book.chapters.victim_questions.ready_mask`) and ``outcome``
         (one of :data:`OUTCOMES`).
     """
     frames = []

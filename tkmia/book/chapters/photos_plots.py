@@ -1,6 +1,6 @@
 """Figures of the chapter "Real photographs": test scenes with their labels, the victims' AP per
 class, the main claim side by side, and the mechanism (where the spare true label was, against what
-came of the attack). Each function draws a frame computed by :mod:`tkmia.photos_victims` (or a
+came of the attack). Each function draws a frame computed by :mod:`tkmia.book.chapters.photos` (or a
 dataset) and returns the figure; it computes nothing but the layout.
 """
 
@@ -18,7 +18,7 @@ from tkmia.plots.theme import PAGE_WIDTH_IN, method_palette, panel_grid, style
 
 __all__ = ["plot_scenes", "plot_victims_ap", "plot_claim", "plot_mechanism"]
 
-#: Colours of the outcomes of :data:`tkmia.photos_victims.OUTCOMES` (imperceptible, moved, failed).
+#: Colours of the outcomes of :data:`tkmia.book.chapters.photos.OUTCOMES` (imperceptible, moved, failed).
 OUTCOME_COLORS = ("#029e73", "#de8f05", "#949494")
 
 
@@ -80,7 +80,7 @@ def plot_scenes(
 
 
 def plot_victims_ap(frame: pd.DataFrame):
-    """AP per class of each victim, grouped bars (:func:`tkmia.photos_victims.per_class_frame`)."""
+    """AP per class of each victim, grouped bars (:func:`tkmia.book.chapters.photos.per_class_frame`)."""
     _require(frame, ("victim", "class", "AP"), "plot_victims_ap")
     style()
     classes = list(dict.fromkeys(frame["class"]))
@@ -106,7 +106,7 @@ _CLAIM_PANELS = (("success_rate", "success"), ("imperceptible_rate", "impercepti
 
 
 def plot_claim(claim: pd.DataFrame):
-    """The main claim side by side (:func:`tkmia.photos_victims.claim_table`): one panel per
+    """The main claim side by side (:func:`tkmia.book.chapters.photos.claim_table`): one panel per
     quantity, one group of bars per setting, one bar per method."""
     _require(claim, ("setting", "method", *(c for c, _ in _CLAIM_PANELS)), "plot_claim")
     style()
@@ -138,9 +138,9 @@ def plot_claim(claim: pd.DataFrame):
 
 def plot_mechanism(frame: pd.DataFrame, cap: int = 8):
     """Per setting, the attacked images by the position of their spare true label (places below
-    the top-k, :func:`tkmia.photos_victims.mechanism_frame`'s ``below``; ``cap`` and beyond in
+    the top-k, :func:`tkmia.book.chapters.photos.mechanism_frame`'s ``below``; ``cap`` and beyond in
     one bar), stacked by outcome: imperceptible success, success with a measure moved, failure."""
-    from tkmia.photos_victims import OUTCOMES
+    from tkmia.book.chapters.photos import OUTCOMES
 
     _require(frame, ("setting", "below", "outcome"), "plot_mechanism")
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 2:

@@ -1,6 +1,6 @@
-"""Figures of the open questions about victims and data (:mod:`tkmia.questions_victims`):
+"""Figures of the open questions about victims and data (:mod:`tkmia.book.chapters.victim_questions`):
 transfer matrices, label cardinality, an attacker without ground truth, victim quality. Each
-function draws a frame computed by :mod:`tkmia.questions_victims` and returns the figure; it
+function draws a frame computed by :mod:`tkmia.book.chapters.victim_questions` and returns the figure; it
 computes nothing but the layout.
 """
 
@@ -26,7 +26,7 @@ def plot_transfer(frame: pd.DataFrame, names: dict[str, str] | None = None):
     """Source × target matrices of success rate and mean ΔP@k, one row of panels per method.
 
     Args:
-        frame: :func:`tkmia.questions_victims.transfer_frame`.
+        frame: :func:`tkmia.book.chapters.victim_questions.transfer_frame`.
         names: display names of the victims.
     """
     _require(frame, ("method", "source", "target", "success_rate", "delta_precision_at_k"), "plot_transfer")
@@ -70,7 +70,8 @@ def plot_cardinality(frame: pd.DataFrame):
     one line per dataset variant (mean labels per image).
 
     Args:
-        frame: the concatenated :func:`tkmia.questions_victims.cardinality_frame` of the variants.
+        frame: the concatenated :func:`tkmia.book.chapters.victim_questions.cardinality_frame` of the
+            variants.
     """
     _require(frame, ("mean_labels", "room", "eligible", "success_rate", "imperceptible_rate", "pert_l2_255"),
              "plot_cardinality")
@@ -102,7 +103,7 @@ def plot_quality(frame: pd.DataFrame):
     and the share of attacked samples with a spare true label ready at rank k+1 … k+|S|.
 
     Args:
-        frame: the summary of :func:`tkmia.questions_victims.quality_frame`.
+        frame: the summary of :func:`tkmia.book.chapters.victim_questions.quality_frame`.
     """
     _require(frame, ("map", "success_rate", "imperceptible_rate", "delta_precision_at_k", "ready"),
              "plot_quality")
@@ -146,8 +147,8 @@ def plot_no_truth(frame: pd.DataFrame):
     imperceptible successes over all attacked images, as grouped bars (fractions).
 
     Args:
-        frame: the summary of :func:`tkmia.questions_victims.no_truth_frame`; a rule that attacked
-            nothing shows no bars.
+        frame: the summary of :func:`tkmia.book.chapters.victim_questions.no_truth_frame`; a rule that
+            attacked nothing shows no bars.
     """
     _require(frame, ("attacker_labels", *NO_TRUTH_BARS), "plot_no_truth")
     style()

@@ -86,8 +86,8 @@ __all__ = [
     "main",
 ]
 
-_REPO = Path(__file__).resolve().parent.parent
-_PACKAGE = Path(__file__).resolve().parent
+_REPO = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parents[1]  # tkmia/
 NOTEBOOKS = _REPO / "notebooks"
 CHAPTERS = _REPO / "book" / "chapters"
 TOC = _REPO / "_toc.yml"

@@ -73,7 +73,7 @@ __all__ = [
     "Grading",
 ]
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -738,7 +738,7 @@ def _nbgrader_classes() -> dict[str, type]:
 _PLUGINS: dict[str, type] = {}
 
 
-def __getattr__(name: str):  # tkmia.classroom.PlainMarkdown / GradebookCsv, for nbgrader's config
+def __getattr__(name: str):  # tkmia.book.classroom.PlainMarkdown / GradebookCsv, for nbgrader's config
     if name in ("PlainMarkdown", "GradebookCsv"):
         return _nbgrader_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -765,7 +765,7 @@ def configure_course(c, timeout: int = 30) -> None:
     """
     from nbgrader.converters.generate_assignment import GenerateAssignment
 
-    from tkmia.book import ensure_kernel
+    from tkmia.book.runner import ensure_kernel
 
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"timeout must be a positive int (seconds), got {timeout!r}")
@@ -784,7 +784,7 @@ def configure_course(c, timeout: int = 30) -> None:
 
 
 _CONFIG = '''"""nbgrader configuration of the tkmia course (see book/exercises.md)."""
-from tkmia.classroom import configure_course
+from tkmia.book.classroom import configure_course
 
 configure_course(get_config(), timeout={timeout})  # noqa: F821 (get_config: given by nbgrader)
 '''

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tkmia.book import NOTEBOOKS
+from tkmia.book.runner import NOTEBOOKS
 
 
 def register(subparsers) -> None:
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def run_assign(args: argparse.Namespace) -> int:
-    from tkmia.classroom import assign
+    from tkmia.book.classroom import assign
 
     try:
         written = assign(args.out, args.source)
@@ -54,7 +54,7 @@ def run_assign(args: argparse.Namespace) -> int:
 
 
 def run_grade(args: argparse.Namespace) -> int:
-    from tkmia.classroom import grade
+    from tkmia.book.classroom import grade
 
     if args.timeout < 1:
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")

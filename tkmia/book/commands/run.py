@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tkmia.book import RUNS
+from tkmia.book.runner import RUNS
 
 DEFAULT_OUT = RUNS
 
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tkmia.book import rerun
+    from tkmia.book.runner import rerun
 
     parameters = {name: parse_value(value) for name, value in args.parameter}
 
