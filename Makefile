@@ -19,7 +19,7 @@ help:
 	@echo "make book         execute the notebooks (when changed) and build the book into _build/html"
 	@echo "                  (gets the photos chapter's Debian files first: make photos-data)"
 	@echo "                  (PROFILE=$(PROFILE) DATA_ROOT=$(DATA_ROOT))"
-	@echo "make test         run the test suite (lint, unit tests, notebooks with tiny parameters)"
+	@echo "make test         run the test suite (ruff, the layer contracts, unit tests, notebooks with tiny parameters)"
 	@echo "make lab          JupyterLab on 127.0.0.1 with the tkmia kernel, opened on notebooks/"
 	@echo "make report       rerun one chapter with tiny parameters (tkmia run): page + notebook in _build/runs"
 	@echo "make bench        run the benchmarks in benchmarks/ and print their tables"
@@ -33,13 +33,16 @@ help:
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tkmia needs Python >= 3.11; run make PYTHON=python3.11 ...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,book]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,classroom,coco]"
 	@touch $(STAMP)
 
 install: $(STAMP)
 
+# ruff, then the layer contracts of pyproject.toml (import-linter: the core never imports the book
+# layer, no layer imports a higher one, no cycle, private modules stay in their package).
 lint: $(STAMP)
 	$(BIN)/ruff check tkmia tests benchmarks book/_ext .ci/browser_check.py
+	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP) lint photos-data
 	$(BIN)/python -m pytest -q

@@ -129,3 +129,16 @@ def test_a_truncated_cache_file_is_rebuilt(tmp_path):
         again = MultiShapes("test", n_images=4, image_size=32, root=tmp_path)
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
     assert torch.equal(MultiShapes("test", n_images=4, image_size=32, root=tmp_path).images, first.images)
+
+
+def test_a_profile_name_is_resolved_by_the_caller_and_the_message_says_how():
+    from tkmia.profiles import load_profile
+
+    hint = r"'default' is not a dataset name.*load_dataset\(load_profile\('default'\)"
+    with pytest.raises(ValueError, match=hint):
+        load_dataset("default", "test")
+    with pytest.raises(TypeError, match="expected a tkmia.profiles.Profile or a dataset name"):
+        load_dataset(3, "test")
+    profile = load_profile("tiny")
+    ds = load_dataset(profile, "test", n_images=4)
+    assert len(ds) == 4 and ds.images.shape[-1] == profile.dataset.image_size

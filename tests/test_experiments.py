@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -234,3 +235,24 @@ def test_load_records_keeps_runs_of_different_settings_apart(tmp_path):
     assert report.varying_settings(records) == ["lr"]
     table = report.summarize(records, by=("scheme", "k", "method", *report.varying_settings(records)))
     assert len(table) == 2 and sorted(table["n"]) == [10, 10]
+
+
+def test_records_tensors_gives_back_scores_and_masks_as_stored():
+    from tkmia.experiments import records_tensors
+
+    records = pd.DataFrame({"clean_scores": [[0.5, -1.0, 2.0], [1.0, 0.0, 0.25]],
+                            "adv_scores": [np.array([0.1, 0.2, 0.3]), np.array([3.0, 2.0, 1.0])],
+                            "labels": [[0, 2], []], "specified": [[2], []]})
+    out = records_tensors(records)
+    assert out["clean_scores"].dtype == torch.float64
+    assert out["clean_scores"].tolist() == [[0.5, -1.0, 2.0], [1.0, 0.0, 0.25]]
+    assert out["adv_scores"][1].tolist() == [3.0, 2.0, 1.0]
+    for column in ("labels", "specified"):  # slow definition: 1 where the class is listed
+        expected = [[float(c in row) for c in range(3)] for row in records[column]]
+        assert out[column].tolist() == expected
+    half = records_tensors(records[["adv_scores", "labels"]], torch.float32)
+    assert set(half) == {"adv_scores", "labels"} and half["labels"].dtype == torch.float32
+    with pytest.raises(ValueError, match="records is empty"):
+        records_tensors(records.iloc[:0])
+    with pytest.raises(ValueError, match="no clean_scores or adv_scores"):
+        records_tensors(records[["labels"]])

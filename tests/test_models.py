@@ -64,3 +64,8 @@ def test_compact_cnn_refuses_weights():
     profile = load_profile("default", model={"weights": "/some/file.pth"})
     with pytest.raises(ValueError, match="model.weights"):
         build_model(profile)
+
+
+def test_a_profile_name_is_resolved_by_the_caller():
+    with pytest.raises(TypeError, match=r"pass load_profile\('default'\)"):
+        build_model("default")

@@ -19,8 +19,6 @@ from importlib.metadata import entry_points
 COMMAND_MODULES = ("data", "train", "attack", "experiment", "report")
 #: The entry-point group through which other layers add commands.
 ENTRY_POINTS = "tkmia.commands"
-#: The extra that each entry-point command needs, for the message when it is missing.
-_EXTRAS = {"run": "book", "classroom": "book"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,26 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(sub)
     for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
         try:
-            module = point.load()
+            point.load().register(sub)
         except ModuleNotFoundError as err:  # its extra is not installed
             if (err.name or "").split(".")[0] == "tkmia":
                 raise
-            _register_missing(sub, point.name, err.name)
-            continue
-        module.register(sub)
+            _register_missing(sub, point.name, err)
     return parser
 
 
-def _register_missing(sub, name: str, missing: str | None) -> None:
-    """A command whose layer cannot be imported: it runs, and says which extra to install."""
-    extra = _EXTRAS.get(name, "book")
-    parser = sub.add_parser(name, help=f"(needs the {extra} extra: pip install 'tkmia[{extra}]')",
-                            add_help=False)
+def _register_missing(sub, name: str, err: ModuleNotFoundError) -> None:
+    """A command whose layer cannot be imported: it still runs, and says what to install."""
+    message = str(err) if "pip install" in str(err) else f"needs a module that is not installed: {err}"
+    parser = sub.add_parser(name, help=f"(not installed: {message})", add_help=False)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
 
     def refuse(args) -> int:
-        raise ValueError(f"`tkmia {name}` needs the {extra} extra, which is not installed (no module "
-                         f"{missing!r}); install it with: pip install 'tkmia[{extra}]'")
+        raise ValueError(f"`tkmia {name}` {message}")
 
     parser.set_defaults(func=refuse)
 

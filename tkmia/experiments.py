@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import numbers
 import os
 import time
 import warnings
@@ -26,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 import tkmia
 from tkmia import attacks
+from tkmia._checks import as_float, as_int
 from tkmia._io import atomic_write, write_json
 from tkmia._paths import home
 from tkmia.metrics import MEASURES, topk_indices
@@ -41,6 +41,7 @@ from tkmia.selection import SCHEMES, GlobalSelection, RandomSelection, make_sele
 __all__ = [
     "ExperimentConfig",
     "Run",
+    "records_tensors",
     "RunFileError",
     "SETTING_COLUMNS",
     "run",
@@ -70,32 +71,6 @@ _OWN_FIELDS = ("k", "lr", "max_iter", "weight_decay", "box", "model")
 #: is empty.
 SETTING_COLUMNS = ("profile", "victim", "dataset", "split", "box", "classes", "n_pert", "del_n", "seed",
                    "lr", "weight_decay", "max_iter", "options", "n_samples", "batch_size", "device")
-
-
-def _as_int(name: str, value: Any) -> int:
-    """``value`` as an int: Python and numpy integers (and 0-d integer arrays/tensors) pass."""
-    if isinstance(value, Tensor | _ndarray()) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    return int(value)
-
-
-def _ndarray():
-    import numpy as np
-
-    return np.ndarray
-
-
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, Tensor | _ndarray()) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -150,11 +125,11 @@ class ExperimentConfig:
             classes = self.classes.tolist() if hasattr(self.classes, "tolist") else self.classes
             if isinstance(classes, str | bytes) or not isinstance(classes, Sequence):
                 raise TypeError(f"classes must be a sequence of class indices, got {self.classes!r}")
-            object.__setattr__(self, "classes", tuple(_as_int("classes", c) for c in classes))
+            object.__setattr__(self, "classes", tuple(as_int(c, "classes") for c in classes))
         for name in ("k", "n_pert", "del_n", "max_iter", "n_samples", "batch_size", "seed", "save_images"):
             value = getattr(self, name)
             if value is not None:
-                value = _as_int(name, value)
+                value = as_int(value, name)
                 if value < 0:
                     raise ValueError(f"{name} must be a non-negative int, got {value!r}")
                 object.__setattr__(self, name, value)
@@ -163,7 +138,7 @@ class ExperimentConfig:
         for name in ("lr", "weight_decay"):
             value = getattr(self, name)
             if value is not None:
-                value = _as_float(name, value)
+                value = as_float(value, name)
                 if value < 0 or (name == "lr" and value == 0):
                     raise ValueError(f"{name} must be {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
                 object.__setattr__(self, name, value)
@@ -351,7 +326,7 @@ def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
     spec = spec.tolist() if hasattr(spec, "tolist") else spec
     if len(spec) != 2:
         raise ValueError(f"shard must look like 'i/n' with 0 <= i < n, got {spec!r}")
-    index, count = _as_int("shard index", spec[0]), _as_int("shard count", spec[1])
+    index, count = as_int(spec[0], "shard index"), as_int(spec[1], "shard count")
     if not (count >= 1 and 0 <= index < count):
         raise ValueError(f"shard must look like 'i/n' with 0 <= i < n, got {index}/{count}")
     return index, count
@@ -849,7 +824,7 @@ def grid_configs(
     configs = []
     for scheme in schemes or grid.schemes:
         for k in ks:
-            k = _as_int("ks", k)
+            k = as_int(k, "ks")
             n_pert = overrides.get("n_pert") or prof.selection.random.n_pert
             if scheme == "random" and k < n_pert:
                 continue
@@ -882,3 +857,26 @@ def run_grid(
     configs = grid_configs(profile, methods=methods, schemes=schemes, ks=ks, **overrides)
     frames = [run(c, root=root, force=force, shard=shard, progress=progress).records for c in configs]
     return pd.concat(frames, ignore_index=True)
+
+
+def records_tensors(records: pd.DataFrame, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
+    """The stored records of a run (one row per sample) back as tensors.
+
+    Returns ``clean_scores`` and ``adv_scores`` (N, C) of ``dtype`` and the masks ``labels`` and
+    ``specified`` (N, C) in {0, 1} of the same dtype, each for the columns ``records`` has (labels
+    and specified are stored as lists of class indices).
+    """
+    if not len(records):
+        raise ValueError("records is empty: no sample to turn into tensors")
+    out = {column: torch.tensor(np.stack(records[column].map(np.asarray).tolist()), dtype=dtype)
+           for column in ("clean_scores", "adv_scores") if column in records}
+    if not out:
+        raise ValueError(f"records has no clean_scores or adv_scores column (columns: {list(records)})")
+    num_classes = next(iter(out.values())).shape[1]
+    for column in ("labels", "specified"):
+        if column in records:
+            mask = torch.zeros(len(records), num_classes, dtype=dtype)
+            for row, classes in enumerate(records[column]):
+                mask[row, list(classes)] = 1
+            out[column] = mask
+    return out

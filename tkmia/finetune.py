@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from tkmia.metrics import precision_at_k
 from tkmia.training import (
     TrainResult,
-    _batches,
+    batches,
     check_settings,
     make_optimizer,
     mean_average_precision,
@@ -36,7 +36,7 @@ def frozen_features(model: nn.Module, dataset: Dataset, batch_size: int = 64,
     """``(features (N, c, h, w) after the frozen blocks, labels (N, C))`` of a whole dataset."""  # fmt: skip
     model.eval()
     feats, labels = [], []
-    for images, y in _batches(dataset, batch_size, shuffle=False, generator=None):
+    for images, y in batches(dataset, batch_size, shuffle=False, generator=None):
         feats.append(model.stem_and_blocks(images.to(device), model.frozen_blocks).cpu())
         labels.append(y.float())
     return torch.cat(feats), torch.cat(labels)

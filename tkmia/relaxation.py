@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tkmia.metrics import _as_int
+from tkmia._checks import as_int, check_loss_inputs
 
 __all__ = [
     "kth_largest",
@@ -30,25 +30,10 @@ __all__ = [
 def _check_m(v: Tensor, m: int) -> int:
     if not isinstance(v, Tensor):
         raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
-    m = _as_int(m, "m")
+    m = as_int(m, "m")
     if not 1 <= m <= v.shape[-1]:
         raise ValueError(f"m must be in [1, {v.shape[-1]}] (the last dimension), got m = {m}")
     return m
-
-
-def _check_loss_inputs(scores: Tensor, **masks: Tensor) -> None:
-    """Shapes of a loss's inputs: scores (N, C) floating, every mask the same shape (no sync)."""
-    if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.is_floating_point():
-        raise ValueError(
-            f"scores must be a floating (N, C) tensor of logits, got "
-            f"{getattr(scores, 'shape', type(scores).__name__)}"
-        )
-    for name, mask in masks.items():
-        if not isinstance(mask, Tensor) or mask.shape != scores.shape:
-            raise ValueError(
-                f"{name} must be a tensor of the shape of scores {tuple(scores.shape)}, got "
-                f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
-            )
 
 
 def masked_amax(values: Tensor, mask: Tensor, keepdim: bool = False) -> Tensor:
@@ -164,9 +149,9 @@ def tkmia_loss(
         >>> tkmia_loss(f, y, torch.tensor([[1.0, 0, 0, 0]]), k=2)
         tensor([5.])
     """
-    _check_loss_inputs(scores, labels=labels, specified=specified)
+    check_loss_inputs(scores, labels=labels, specified=specified)
     num_classes = scores.shape[-1]
-    k = _as_int(k, "k")
+    k = as_int(k, "k")
     if not 1 <= k <= num_classes - 1:
         raise ValueError(f"k must be in [1, {num_classes - 1}] for C = {num_classes}, got {k}")
     a, b = tkmia_terms(scores, labels, specified, k)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tkmia.metrics import _as_int, _check_k, _check_labels, _check_scores, delta_n, topk_mask
+from tkmia._checks import as_int, check_k, check_labels, check_scores
+from tkmia.metrics import delta_n, topk_mask
 
 __all__ = ["Specification", "GlobalSelection", "RandomSelection", "make_selection", "sample_ids", "SCHEMES"]
 
@@ -60,11 +61,11 @@ class Specification:
         of S in the top-k (an empty S included) is not eligible.
         Shape: specified, clean_scores, labels (N, C) -> :class:`Specification` of N.
         """
-        _check_scores(clean_scores, "clean_scores")
-        truth = _check_labels(labels, clean_scores)
-        spec = _check_labels(specified, clean_scores, "specified")
+        check_scores(clean_scores, "clean_scores")
+        truth = check_labels(labels, clean_scores)
+        spec = check_labels(specified, clean_scores, "specified")
         num_classes = clean_scores.shape[1]
-        k = _check_k(k, num_classes, num_classes - 1)
+        k = check_k(k, num_classes, num_classes - 1)
         required = (topk_mask(clean_scores, k) & spec).sum(1)
         eligible = (required > 0) & (truth.sum(1) >= k + spec.sum(1))
         return cls(spec, eligible, required)
@@ -82,7 +83,7 @@ def _as_class_list(classes: Sequence[int], name: str = "classes") -> list[int]:
     out = []
     for c in classes:
         try:
-            out.append(_as_int(c, name))
+            out.append(as_int(c, name))
         except TypeError:
             raise TypeError(
                 f"{name} must hold integer class indices, got {c!r} ({type(c).__name__}) in "
@@ -113,10 +114,10 @@ class GlobalSelection:
 
     def select(self, clean_scores: Tensor, labels: Tensor, k: int, ids: Tensor | None = None):
         """The specification of each sample. Shape: (N, C) -> :class:`Specification` of N."""
-        _check_scores(clean_scores, "clean_scores")
-        truth = _check_labels(labels, clean_scores)
+        check_scores(clean_scores, "clean_scores")
+        truth = check_labels(labels, clean_scores)
         num_classes = clean_scores.shape[1]
-        k = _check_k(k, num_classes, num_classes - 1)
+        k = check_k(k, num_classes, num_classes - 1)
         bad = [c for c in self.classes if not 0 <= c < num_classes]
         if bad:
             raise ValueError(f"classes must be in [0, {num_classes - 1}], got {bad}")
@@ -145,7 +146,7 @@ class RandomSelection:
     scheme = "random"
 
     def __init__(self, n_pert: int, del_n: int, seed: int = 0):
-        n_pert, del_n, seed = _as_int(n_pert, "n_pert"), _as_int(del_n, "del_n"), _as_int(seed, "seed")
+        n_pert, del_n, seed = as_int(n_pert, "n_pert"), as_int(del_n, "del_n"), as_int(seed, "seed")
         if n_pert < 1:
             raise ValueError(f"n_pert must be >= 1, got {n_pert}")
         if not 1 <= del_n <= n_pert:
@@ -172,10 +173,10 @@ class RandomSelection:
         ``ids`` (N,) integers (a tensor, a NumPy array or a list) name the samples, e.g. their
         dataset indices; required, so that a sample's draw never depends on its batch.
         """
-        _check_scores(clean_scores, "clean_scores")
-        truth = _check_labels(labels, clean_scores)
+        check_scores(clean_scores, "clean_scores")
+        truth = check_labels(labels, clean_scores)
         num, num_classes = clean_scores.shape
-        k = _check_k(k, num_classes, num_classes - 1)
+        k = check_k(k, num_classes, num_classes - 1)
         if self.n_pert > k:
             raise ValueError(f"n_pert must be <= k = {k}, got n_pert = {self.n_pert}")
         ids = sample_ids(ids, num)
@@ -208,7 +209,7 @@ def sample_ids(ids, num: int) -> list[int]:
         ids = ids.tolist()
     if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
         raise TypeError(f"ids must be a sequence of ints (list, NumPy array or tensor), got {ids!r}")
-    out = [_as_int(i, "ids") for i in ids]
+    out = [as_int(i, "ids") for i in ids]
     if len(out) != num:
         raise ValueError(f"ids must have shape ({num},), one per sample, got {len(out)} ids")
     return out

@@ -106,7 +106,7 @@ class TrainResult:
     snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
-def _batches(
+def batches(
     dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
     num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
@@ -136,7 +136,7 @@ def predict(
     was_training = model.training
     model.eval()
     scores, labels = [], []
-    for images, y in _batches(dataset, batch_size, shuffle=False, generator=None):
+    for images, y in batches(dataset, batch_size, shuffle=False, generator=None):
         scores.append(model(images.to(device)).float().cpu())
         labels.append(y.float())
     model.train(was_training)
@@ -253,7 +253,7 @@ def train_model(
         model.train()
         total, seen = 0.0, 0
         bar = tqdm(
-            _batches(train_set, batch_size, True, generator, num_workers),
+            batches(train_set, batch_size, True, generator, num_workers),
             total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress,
             leave=False, unit="batch",
         )  # fmt: skip

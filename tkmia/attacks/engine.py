@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tkmia.metrics import _as_int, _check_k, _check_labels, delta_n, measures, measures_unchanged, topk_mask
+from tkmia._checks import as_int, check_k, check_labels, check_number
+from tkmia.metrics import delta_n, measures, measures_unchanged, topk_mask
 from tkmia.selection import GlobalSelection, RandomSelection, Specification, sample_ids
 
 __all__ = ["Attack", "AttackResult", "State", "PARAMETRISATIONS", "ATANH_EPS"]
@@ -171,23 +172,6 @@ _IN_PLACE = ("model modifies its input in place (e.g. x.sub_(mean) in its forwar
              "through the input; use out-of-place operations (x = x - mean)")
 
 
-def _check_number(name: str, value, low: float, *, integer: bool = False, strict: bool = False):
-    """``value`` as a finite int (``integer``) or float, > low (``strict``) or ≥ low; NumPy
-    scalars and 0-d tensors are accepted, bools never."""
-    if isinstance(value, Tensor | np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if integer:
-        value = _as_int(value, name)
-    elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    else:
-        value = float(value)
-    if not math.isfinite(value) or (value <= low if strict else value < low):
-        kind = "an int" if integer else "a finite number"
-        raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low}, got {value!r}")
-    return value
-
-
 def _content_ids(images: Tensor) -> list[int]:
     """One 63-bit id per image from a hash of its pixel bytes (dtype included): a name that
     does not depend on the batch the image arrives in or on its position there."""
@@ -251,13 +235,13 @@ class Attack:
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        k = _as_int(k, "k")
+        k = as_int(k, "k")
         if k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
-        lr = _check_number("lr", lr, 0.0, strict=True)
-        max_iter = _check_number("max_iter", max_iter, 1, integer=True)
-        weight_decay = _check_number("weight_decay", weight_decay, 0.0)
-        momentum = _check_number("momentum", momentum, 0.0)
+        lr = check_number("lr", lr, 0.0, strict=True)
+        max_iter = check_number("max_iter", max_iter, 1, integer=True)
+        weight_decay = check_number("weight_decay", weight_decay, 0.0)
+        momentum = check_number("momentum", momentum, 0.0)
         if momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if (
@@ -409,7 +393,7 @@ class Attack:
                 )
 
     def _specify(self, specified, clean_scores: Tensor, labels: Tensor, ids) -> Specification:
-        truth = _check_labels(labels.to(clean_scores.dtype), clean_scores)
+        truth = check_labels(labels.to(clean_scores.dtype), clean_scores)
         if isinstance(specified, GlobalSelection | RandomSelection):
             spec = specified.select(clean_scores, truth.to(clean_scores.dtype), self.k, ids=ids)
         elif isinstance(specified, Specification):
@@ -419,7 +403,7 @@ class Attack:
                     f"specified.specified must be an (N, C) = {tuple(clean_scores.shape)} tensor, got "
                     f"{getattr(spec.specified, 'shape', type(spec.specified).__name__)}"
                 )
-            _check_labels(spec.specified.to(clean_scores.dtype), clean_scores, "specified.specified")
+            check_labels(spec.specified.to(clean_scores.dtype), clean_scores, "specified.specified")
         elif isinstance(specified, Tensor):
             spec = Specification.from_mask(
                 specified.to(clean_scores.dtype), clean_scores, truth.to(clean_scores.dtype), self.k
@@ -570,7 +554,7 @@ class Attack:
                 if not torch.equal(probe, start):
                     raise ValueError(_IN_PLACE)
             num_classes = clean_scores.shape[1]
-            _check_k(self.k, num_classes, num_classes - 1)
+            check_k(self.k, num_classes, num_classes - 1)
             spec = self._specify(specified, clean_scores, labels, ids)
             truth = labels.to(clean_scores.dtype)
             adv, adv_scores, tanh_l2, iterations, success, history = self._run(

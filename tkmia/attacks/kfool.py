@@ -12,7 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-from tkmia.attacks.engine import ATANH_EPS, Attack, State, _check_number
+from tkmia._checks import check_number
+from tkmia.attacks.engine import ATANH_EPS, Attack, State
 from tkmia.metrics import ranking
 
 __all__ = ["KFool", "kfool_anchor"]
@@ -72,7 +73,7 @@ class KFool(Attack):
                 f"DeepFool rule, so {', '.join(_NOT_USED)} do not apply"
             )
         super().__init__(model, k, max_iter=max_iter, **kw)
-        self.overshoot = _check_number("overshoot", overshoot, 0.0)
+        self.overshoot = check_number("overshoot", overshoot, 0.0)
         self.lr = self.momentum = self.weight_decay = None
 
     def _hyper(self) -> dict:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tkmia._checks import check_loss_inputs
 from tkmia.attacks.engine import Attack
-from tkmia.relaxation import _check_loss_inputs, masked_amax, masked_amin
+from tkmia.relaxation import masked_amax, masked_amin
 
 __all__ = ["MLCWU", "ml_cw_u_loss"]
 
@@ -30,7 +31,7 @@ def ml_cw_u_loss(scores: Tensor, labels: Tensor) -> Tensor:
         >>> ml_cw_u_loss(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[0.0, 1.0, 0.0]]))
         tensor([1.])
     """
-    _check_loss_inputs(scores, labels=labels)
+    check_loss_inputs(scores, labels=labels)
     truth = labels.bool()
     defined = truth.any(-1) & ~truth.all(-1)
     # undefined rows compare 0 with 0 (no overflow of the dtype's extremes in fp16)

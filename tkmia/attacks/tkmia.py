@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tkmia.attacks.engine import Attack, _check_number
+from tkmia._checks import check_number
+from tkmia.attacks.engine import Attack
 from tkmia.relaxation import atk_minimiser, tkmia_loss, tkmia_terms
 
 #: ``"closed_form"``: λ = its exact minimiser at every step (the reference);
@@ -34,7 +35,7 @@ class TkMIA(Attack):
         super().__init__(model, k, **kw)
         if lambda_mode not in LAMBDA_MODES:
             raise ValueError(f"lambda_mode must be one of {LAMBDA_MODES}, got {lambda_mode!r}")
-        lambda_lr = _check_number("lambda_lr", lambda_lr, 0.0, strict=True)
+        lambda_lr = check_number("lambda_lr", lambda_lr, 0.0, strict=True)
         self.lambda_mode, self.aux_lr = lambda_mode, lambda_lr
 
     def _hyper(self) -> dict:

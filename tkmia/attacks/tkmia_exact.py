@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tkmia.attacks.engine import Attack, _check_number
-from tkmia.metrics import _as_int
-from tkmia.relaxation import _check_loss_inputs, tkmia_terms
+from tkmia._checks import as_int, check_loss_inputs, check_number
+from tkmia.attacks.engine import Attack
+from tkmia.relaxation import tkmia_terms
 
 __all__ = ["TkMIAExact", "ranked_range_mean", "tkmia_exact_loss"]
 
@@ -26,7 +26,7 @@ def ranked_range_mean(v: Tensor, m: int, width: int) -> Tensor:
         >>> ranked_range_mean(torch.tensor([4.0, 1.0, 3.0, 2.0]), 3, 2)
         tensor(2.5000)
     """
-    m, width = _as_int(m, "m"), _as_int(width, "width")
+    m, width = as_int(m, "m"), as_int(width, "width")
     if not 1 <= m <= v.shape[-1]:
         raise ValueError(f"m must be in [1, {v.shape[-1]}] (the last dimension), got m = {m}")
     if not 1 <= width <= m:
@@ -57,12 +57,12 @@ def tkmia_exact_loss(scores: Tensor, labels: Tensor, specified: Tensor, k: int, 
         >>> tkmia_exact_loss(f, y, torch.tensor([[1.0, 0, 0, 0]]), k=2)
         tensor([3.])
     """
-    _check_loss_inputs(scores, labels=labels, specified=specified)
+    check_loss_inputs(scores, labels=labels, specified=specified)
     num_classes = scores.shape[-1]
-    k = _as_int(k, "k")
+    k = as_int(k, "k")
     if not 1 <= k <= num_classes - 1:
         raise ValueError(f"k must be in [1, {num_classes - 1}] for C = {num_classes}, got {k}")
-    width = _as_int(width, "width")
+    width = as_int(width, "width")
     if width < 1:
         raise ValueError(f"width must be an int >= 1, got {width}")
     a, b = tkmia_terms(scores, labels, specified, k)
@@ -90,7 +90,7 @@ class TkMIAExact(Attack):
 
     def __init__(self, model, k, *, width: int = 1, **kw):
         super().__init__(model, k, **kw)
-        self.width = int(_check_number("width", width, 1, integer=True))
+        self.width = int(check_number("width", width, 1, integer=True))
 
     def _hyper(self) -> dict:
         return {**super()._hyper(), "width": self.width}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tkmia.attacks.engine import Attack, State, _check_number
+from tkmia._checks import check_number
+from tkmia.attacks.engine import Attack, State
 from tkmia.relaxation import tkmia_loss
 
 __all__ = ["TkMIAMargin", "topk_gap"]
@@ -46,8 +47,8 @@ class TkMIAMargin(Attack):
 
     def __init__(self, model, k, *, weight: float = 1.0, keep: float = 0.5, **kw):
         super().__init__(model, k, **kw)
-        self.margin_weight = _check_number("weight", weight, 0.0)
-        keep = _check_number("keep", keep, 0.0)
+        self.margin_weight = check_number("weight", weight, 0.0)
+        keep = check_number("keep", keep, 0.0)
         if keep > 1:
             raise ValueError(f"keep must be in [0, 1] (a fraction of the clean margin), got {keep}")
         self.keep = keep

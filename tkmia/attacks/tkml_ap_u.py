@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tkmia._checks import as_int, check_loss_inputs
 from tkmia.attacks.engine import Attack
-from tkmia.metrics import _as_int
-from tkmia.relaxation import _check_loss_inputs, average_top_k, masked_amax
+from tkmia.relaxation import average_top_k, masked_amax
 
 __all__ = ["TkMLAPU", "tkml_ap_u_loss"]
 
@@ -30,9 +30,9 @@ def tkml_ap_u_loss(scores: Tensor, labels: Tensor, k: int) -> Tensor:
         >>> tkml_ap_u_loss(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[0.0, 1.0, 0.0]]), k=1)
         tensor([0.5000])
     """
-    _check_loss_inputs(scores, labels=labels)
+    check_loss_inputs(scores, labels=labels)
     num_classes = scores.shape[-1]
-    k = _as_int(k, "k")
+    k = as_int(k, "k")
     if not 1 <= k <= num_classes - 1:
         raise ValueError(f"k must be an int in [1, {num_classes - 1}] for C = {num_classes}, got {k!r}")
     truth = labels.bool()

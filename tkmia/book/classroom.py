@@ -113,21 +113,28 @@ def _reference_name(fn: Callable) -> str:
 
 
 def _full(value: Any) -> str:
-    """``repr`` of a value with every tensor entry printed (no ``...`` summarisation)."""
-    from torch._tensor_str import printoptions
+    """``repr`` of a value with every tensor entry printed (no ``...`` summarisation); torch's
+    print options are back at their defaults afterwards."""
+    torch.set_printoptions(threshold=1_000_000, linewidth=100, precision=4, sci_mode=False)
+    try:
+        return _full_repr(value)
+    finally:
+        torch.set_printoptions(profile="default")
 
-    with printoptions(threshold=1_000_000, linewidth=100, precision=4, sci_mode=False):
-        if isinstance(value, Tensor):
-            return repr(value.detach().cpu())
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            fields = ", ".join(f"{f.name}={_full(getattr(value, f.name))}" for f in dataclasses.fields(value))
-            return f"{type(value).__name__}({fields})"
-        if isinstance(value, tuple | list):
-            inner = ", ".join(_full(v) for v in value)
-            return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
-        if callable(value):
-            return _reference_name(value)
-        return repr(value)
+
+def _full_repr(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return repr(value.detach().cpu())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ", ".join(f"{f.name}={_full_repr(getattr(value, f.name))}"
+                           for f in dataclasses.fields(value))
+        return f"{type(value).__name__}({fields})"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(_full_repr(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if callable(value):
+        return _reference_name(value)
+    return repr(value)
 
 
 def _case_lines(reference: Callable, args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers) -> None:
     """Add the ``data`` sub-command and its ``show`` and ``info`` actions."""
     parser = subparsers.add_parser(
         "data", help="datasets: show samples, print statistics",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers) -> None:
     """Add the ``train`` sub-command."""
     parser = subparsers.add_parser(
         "train",

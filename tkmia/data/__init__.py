@@ -6,7 +6,8 @@ Every dataset maps ``dataset[i] -> (image, labels)`` with the image a float tens
 memory so that experiments can slice them.
 
 Example:
-    >>> test = load_dataset("default", "test")
+    >>> from tkmia.profiles import load_profile
+    >>> test = load_dataset(load_profile("default"), "test")
     >>> test.images.shape
     torch.Size([1000, 3, 48, 48])
 """
@@ -52,8 +53,9 @@ def load_dataset(
     """The ``split`` of the dataset a profile (or a dataset name) names.
 
     Args:
-        profile_or_name: a :class:`tkmia.profiles.Profile`, a profile name (``"default"``) or a
-            dataset name in :data:`DATASETS`.
+        profile_or_name: a :class:`tkmia.profiles.Profile` (``load_profile("default")``; a profile
+            name is resolved by the caller, this layer sits below the profiles) or a dataset name
+            in :data:`DATASETS`.
         split: a split of that dataset (MultiShapes: train/val/test; VOC: train/val/trainval;
             COCO: train/val; NUS-WIDE: train/test).
         root: data folder; default the profile's ``dataset.root``, else ``tkmia home / <name>``
@@ -67,18 +69,20 @@ def load_dataset(
     Raises:
         FileNotFoundError: a real dataset that is not at ``root`` (the message says what to get).
     """
-    from tkmia.profiles import Profile, list_profiles, load_profile
-
-    if isinstance(profile_or_name, Profile):
-        profile = profile_or_name
-    elif isinstance(profile_or_name, str) and profile_or_name in DATASETS:
+    if isinstance(profile_or_name, str) and profile_or_name in DATASETS:
         profile = None
     elif isinstance(profile_or_name, str | Path):
-        profile = load_profile(profile_or_name)
+        raise ValueError(
+            f"profile_or_name={str(profile_or_name)!r} is not a dataset name {DATASETS}; for a profile's "
+            f"dataset pass the profile itself: load_dataset(load_profile({str(profile_or_name)!r}), split) "
+            "(load_profile from tkmia.profiles)"
+        )
+    elif hasattr(profile_or_name, "dataset"):  # a tkmia.profiles.Profile
+        profile = profile_or_name
     else:
         raise TypeError(
-            f"profile_or_name={profile_or_name!r}; expected a Profile, a profile name "
-            f"{list_profiles()} or a dataset name {DATASETS}"
+            f"profile_or_name={profile_or_name!r}; expected a tkmia.profiles.Profile or a dataset name "
+            f"{DATASETS}"
         )
     if profile is not None:
         cfg = profile.dataset

@@ -44,7 +44,13 @@ class COCO2014(Dataset):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not a COCO 2014 split; allowed: {SPLITS}")
         check_size(image_size)
-        from pycocotools.coco import COCO
+        try:
+            from pycocotools.coco import COCO
+        except ImportError:
+            raise ImportError(
+                "MS COCO's annotations are read with pycocotools, tkmia's coco extra; install it with "
+                "`pip install 'tkmia[coco]'`"
+            ) from None
 
         self.root = Path(root).expanduser()
         ann_file = self.root / "annotations" / f"instances_{split}2014.json"

@@ -34,7 +34,7 @@ def show_samples(
         A matplotlib Figure (not shown; ``fig.savefig(path)`` writes it).
 
     Example:
-        >>> fig = show_samples(load_dataset("default", "test"), n=8)
+        >>> fig = show_samples(load_dataset("multishapes", "test"), n=8)
     """
     if indices is None:
         if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:

@@ -11,7 +11,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from tkmia.metrics import MEASURES, _check_k, _check_labels, _check_scores, measures, ranking
+from tkmia._checks import check_k, check_labels, check_scores
+from tkmia.metrics import MEASURES, measures, ranking
 
 __all__ = ["MEASURE_NAMES", "REPLACEMENTS", "swap_at_each_rank", "swap_frame", "plot_swap_frame"]
 
@@ -41,11 +42,11 @@ def swap_at_each_rank(scores: Tensor, labels: Tensor, k: int, replacement: str =
         >>> swap_at_each_rank(torch.tensor([[3.0, 2.0, 1.0]]), torch.tensor([[1.0, 1.0, 0.0]]), 2)
         tensor([[1., 2., 3.], [3., 1., 2.]])
     """
-    _check_scores(scores)
-    truth = _check_labels(labels, scores)
+    check_scores(scores)
+    truth = check_labels(labels, scores)
     if scores.shape[0] != 1:
         raise ValueError(f"scores must hold one sample, shape (1, C), got {tuple(scores.shape)}")
-    _check_k(k, scores.shape[1], scores.shape[1] - 1)
+    check_k(k, scores.shape[1], scores.shape[1] - 1)
     if replacement not in REPLACEMENTS:
         raise ValueError(f"replacement must be one of {REPLACEMENTS}, got {replacement!r}")
     order = ranking(scores)[0]

@@ -27,14 +27,15 @@ from typing import Any
 
 import yaml
 
-PROFILE_DIR = Path(__file__).resolve().parent
+# The vocabularies a profile is checked against, each from the module that declares it.
+from tkmia.attacks import METHODS
+from tkmia.data import DATASETS, NUM_CLASSES
+from tkmia.data.photos import SETTINGS
+from tkmia.models import ARCHS
+from tkmia.selection import SCHEMES
+from tkmia.training import OPTIMIZERS, SCHEDULES
 
-DATASETS = ("multishapes", "voc2012", "coco2014", "nuswide", "photos")
-ARCHS = ("compact_cnn", "resnet50", "resnet101", "efficientnet_lite0", "small_resnet", "small_vit")
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "onecycle")
-METHODS = ("tkmia", "tkml_ap_u", "ml_cw_u", "kfool")
-SCHEMES = ("global", "random")
+PROFILE_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ def _validate(p: Profile) -> None:
             f"selection.random.del_n={rnd.del_n} must be <= selection.random.n_pert={rnd.n_pert}"
         )
     if p.dataset.name == "photos":
-        _choice("dataset.setting", p.dataset.setting, ("novel_objects", "novel_scenes"))
+        _choice("dataset.setting", p.dataset.setting, SETTINGS)
     elif p.dataset.setting is not None:
         raise ValueError(f"dataset.setting={p.dataset.setting!r} applies to photos only; set it to null")
     if p.dataset.mean_labels is not None and p.dataset.name != "multishapes":
@@ -303,8 +304,6 @@ def _validate(p: Profile) -> None:
         _choice("grid.methods", m, METHODS)
     for s in p.grid.schemes:
         _choice("grid.schemes", s, SCHEMES)
-    from tkmia.data import NUM_CLASSES  # local: tkmia.data imports nothing from here
-
     n_classes = NUM_CLASSES[p.dataset.name]
     lists = {"selection.global_classes": p.selection.global_classes}
     lists.update({f"selection.presets.{k}": v for k, v in p.selection.presets.items()})

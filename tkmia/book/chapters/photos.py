@@ -12,7 +12,7 @@ the true label that could take a freed place, against whether the measures staye
 
 Example:
     >>> model, meta = load_victim("photos")  # doctest: +SKIP
-    >>> card = victim_card(model, load_dataset("photos", "test"), k=3)  # doctest: +SKIP
+    >>> card = victim_card(model, load_dataset(load_profile("photos"), "test"), k=3)  # doctest: +SKIP
     >>> card["map"], card["per_class"].head()  # doctest: +SKIP
 """
 
@@ -522,12 +522,6 @@ def spare_rank(clean_scores: Tensor, labels: Tensor, specified: Tensor, k: int) 
     return torch.where(torch.isinf(best), torch.full_like(best, math.nan), best)
 
 
-def _records_tensors(records: pd.DataFrame) -> dict[str, Tensor]:
-    from tkmia.book.chapters.victim_questions import _records_tensors as tensors
-
-    return tensors(records, len(records["clean_scores"].iloc[0]))
-
-
 def mechanism_frame(records: Mapping[str, pd.DataFrame], method: str = "tkmia") -> pd.DataFrame:
     """Per eligible image attacked by ``method``, where its spare true label was and what came of it.
 
@@ -551,7 +545,7 @@ def mechanism_frame(records: Mapping[str, pd.DataFrame], method: str = "tkmia") 
         if data["k"].nunique() != 1:
             raise ValueError(f"the records of {setting!r} mix k values {sorted(data['k'].unique())}")
         k = int(data["k"].iloc[0])
-        t = _records_tensors(data)
+        t = experiments.records_tensors(data, torch.float32)
         rank = spare_rank(t["clean_scores"], t["labels"], t["specified"], k).numpy()
         n_specified = t["specified"].sum(1).numpy().astype(int)
         success = data["success"].astype(bool).to_numpy()

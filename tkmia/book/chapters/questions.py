@@ -361,10 +361,8 @@ def extra_statistics(scores: Tensor, k: int) -> dict[str, Tensor]:
 
 
 def _statistics(records: pd.DataFrame, which: str, k: int) -> dict[str, np.ndarray]:
-    scores = torch.tensor(np.stack(records[f"{which}_scores"].map(np.asarray).tolist()), dtype=torch.float64)
-    labels = torch.zeros_like(scores)
-    for row, labs in enumerate(records["labels"]):
-        labels[row, list(labs)] = 1
+    tensors = experiments.records_tensors(records[[f"{which}_scores", "labels"]])
+    scores, labels = tensors[f"{which}_scores"], tensors["labels"]
     out = {name: v.numpy() for name, v in monitoring.statistics(scores, labels, k).items()}
     out.update({name: v.numpy() for name, v in extra_statistics(scores, k).items()})
     return out

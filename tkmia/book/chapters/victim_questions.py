@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -241,20 +240,6 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
     return float(values[mask].float().mean()) if bool(mask.any()) else float("nan")
 
 
-def _records_tensors(records: pd.DataFrame, num_classes: int) -> dict[str, Tensor]:
-    """Scores and label masks of run records (one row per sample)."""
-    def mask(column: str) -> Tensor:
-        out = torch.zeros(len(records), num_classes)
-        for row, labels in enumerate(records[column]):
-            out[row, list(labels)] = 1.0
-        return out
-
-    return {
-        "clean_scores": torch.from_numpy(np.array(records["clean_scores"].tolist(), dtype=np.float32)),
-        "adv_scores": torch.from_numpy(np.array(records["adv_scores"].tolist(), dtype=np.float32)),
-        "labels": mask("labels"),
-        "specified": mask("specified"),
-    }
 
 
 def transfer_frame(
@@ -281,8 +266,7 @@ def transfer_frame(
         if len(records) != len(run_.records):
             raise ValueError(f"run {run_.path} saved the images of {len(records)} of its "
                              f"{len(run_.records)} samples; rerun it with save_images >= n_samples")
-        num_classes = len(records["clean_scores"].iloc[0])
-        tensors = _records_tensors(records, num_classes)
+        tensors = experiments.records_tensors(records, torch.float32)
         k = int(records["k"].iloc[0])
         for target, entry in victims.items():
             model = (entry[0] if isinstance(entry, tuple) else entry).to(device).eval()
@@ -405,7 +389,7 @@ def no_truth_frame(
         run_ = attack_victim(profile, model, method, dataset=data, n_samples=n_samples, device=device)
         records = run_.records
         ids = torch.tensor(records["sample"].tolist())
-        t = _records_tensors(records, truth.shape[1])
+        t = experiments.records_tensors(records, torch.float32)
         y = truth[ids]
         verdict = judge(t["clean_scores"], t["adv_scores"], y, y * chosen, int(records["k"].iloc[0]))
         ok = verdict["applicable"]
@@ -443,7 +427,7 @@ def quality_frame(
     rows, samples = [], []
     for name, (model, victim_map, profile) in victims.items():
         records = attack_victim(profile, model, method, n_samples=n_samples, device=device).records
-        t = _records_tensors(records, len(records["clean_scores"].iloc[0]))
+        t = experiments.records_tensors(records, torch.float32)
         ready = ready_mask(t["clean_scores"], t["labels"], t["specified"], int(records["k"].iloc[0]))
         imp = torch.tensor(records["imperceptible"].tolist())
         delta = records["adv_precision_at_k"] - records["clean_precision_at_k"]

@@ -15,10 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from tkmia.book.commands import require
 from tkmia.book.runner import NOTEBOOKS
 
 
 def register(subparsers) -> None:
+    require("classroom", "nbgrader", "papermill", "nbformat", "ipykernel")
     parser = subparsers.add_parser(
         "classroom", help="student versions of the exercises and their grading (nbgrader)",
         description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter,

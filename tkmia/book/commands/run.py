@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from tkmia.book.commands import require
 from tkmia.book.runner import RUNS
 
 DEFAULT_OUT = RUNS
@@ -30,6 +31,7 @@ def parse_value(text: str):
 
 
 def register(subparsers) -> None:
+    require("book", "papermill", "nbformat", "ipykernel")
     parser = subparsers.add_parser(
         "run",
         help="rerun one notebook with other parameters (papermill), with a rendered report",
