@@ -59,3 +59,17 @@ def test_detection_table_on_a_hand_made_case():
 def test_bad_alpha():
     with pytest.raises(ValueError, match="alpha must be in"):
         monitoring.threshold(np.ones(3), 1.5)
+
+
+def test_the_detection_rule_is_one_function_of_the_two_rates():
+    from tkmia.monitoring import DETECTION_FACTOR, detection_excess, detects
+
+    assert DETECTION_FACTOR == 2
+    assert bool(detects(0.21, 0.1)) and not bool(detects(0.2, 0.1)) and not bool(detects(0.0, 0.0))
+    assert bool(detects(0.01, 0.0)) and not bool(detects(float("nan"), 0.1))
+    rates = np.array([0.0, 0.3, 0.5, np.nan])
+    alarms = np.array([0.0, 0.15, 0.1, 0.1])
+    assert detects(rates, alarms).tolist() == [False, False, True, False]
+    excess = detection_excess(rates, alarms)
+    assert np.allclose(excess[:3], [0.0, 0.0, 0.3]) and np.isnan(excess[3])
+    assert ((excess > 0) == detects(rates, alarms)).all()

@@ -17,7 +17,13 @@ from torch import Tensor
 from tkmia.experiments import records_tensors
 from tkmia.metrics import measures, ranking
 
-__all__ = ["STATISTICS", "statistics", "average_precision", "topk_margin", "threshold", "detection_table"]
+__all__ = ["STATISTICS", "DETECTION_FACTOR", "statistics", "average_precision", "topk_margin", "threshold",
+           "detection_table", "detects", "detection_excess"]
+
+#: An attack is *detected* by a statistic when its detection rate exceeds this many times the
+#: statistic's **realised** false-alarm rate on clean images (not the budget alpha: the top-k
+#: measures take few values, so their realised rate can be far below alpha).
+DETECTION_FACTOR = 2
 
 #: statistic name -> what it watches
 STATISTICS = {
@@ -103,3 +109,15 @@ def detection_table(records: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                 "n_attacks": len(won),
             })
     return pd.DataFrame(rows)
+
+
+def detects(detection, false_alarm):
+    """The detection rule: ``detection > DETECTION_FACTOR * false_alarm`` (elementwise on arrays;
+    a NaN rate, e.g. no successful attack, detects nothing)."""
+    return np.asarray(detection, dtype=float) > DETECTION_FACTOR * np.asarray(false_alarm, dtype=float)
+
+
+def detection_excess(detection, false_alarm):
+    """How far a detection rate is above the rule's bar: ``detection − DETECTION_FACTOR ·
+    false_alarm`` (> 0 exactly where :func:`detects`)."""
+    return np.asarray(detection, dtype=float) - DETECTION_FACTOR * np.asarray(false_alarm, dtype=float)

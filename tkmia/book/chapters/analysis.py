@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
-from tkmia.monitoring import STATISTICS, average_precision, detection_table
+from tkmia.monitoring import STATISTICS, average_precision, detection_table, detects
 from tkmia.plots.experiments import METHOD_NAMES, method_label
 from tkmia.plots.measures import MEASURE_NAMES
 from tkmia.plots.theme import PAGE_WIDTH_IN, distinct_numbers, method_palette, panel_grid, style
@@ -329,10 +329,9 @@ def plot_detection(table: pd.DataFrame) -> Figure:
 def detection_verdicts(table: pd.DataFrame, alpha: float, attack: str = "tkmia") -> dict:
     """What :func:`tkmia.monitoring.detection_table` says about ``attack`` against the other methods.
 
-    An attack counts as *detected* by a statistic when its detection rate exceeds twice that
-    statistic's **realised** false-alarm rate on clean images (not the budget ``alpha``: the top-k
-    measures take few values, so their realised rate can be far below ``alpha``); by a set of
-    statistics when any of them detects it. Returns (NaN / "n/a" where a method is missing):
+    An attack counts as *detected* by a statistic under :func:`tkmia.monitoring.detects` (its
+    detection rate above twice the statistic's realised false-alarm rate); by a set of statistics
+    when any of them detects it. Returns (NaN / "n/a" where a method is missing):
     ``tkmia_paper_max`` (the attack's highest detection rate over P@k, mAP@k, NDCG@k),
     ``tkmia_paper_alarm`` (the realised false-alarm rate of that statistic), ``tkmia_paper_ratio``
     (their ratio, ∞ when no clean image was flagged), ``false_alarm_paper_max``,
@@ -357,7 +356,7 @@ def detection_verdicts(table: pd.DataFrame, alpha: float, attack: str = "tkmia")
     def detected(method, statistics) -> bool | None:
         if method not in grid.index:
             return None
-        return any(float(grid.loc[method, s]) > 2 * float(alarms[s]) for s in statistics if s in grid.columns)
+        return any(bool(detects(grid.loc[method, s], alarms[s])) for s in statistics if s in grid.columns)
 
     def verdict(method, statistics):
         caught = detected(method, statistics)

@@ -403,7 +403,7 @@ def monitor_table(records: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             detection = float(np.mean(flag(adv[name]))) if adv is not None else float("nan")
             rows.append({"method": method, "statistic": name, "sides": sides[name], "false_alarm": alarm,
                          "detection": detection, "n_attacks": len(won),
-                         "detected": bool(detection > 2 * alarm)})
+                         "detected": bool(monitoring.detects(detection, alarm))})
     return pd.DataFrame(rows)
 
 
@@ -443,7 +443,8 @@ def arms_race_verdict(records: pd.DataFrame, table: pd.DataFrame, level: float =
                            else "caught" if paper["detected"].any() else "not caught")
     others = table[(table["method"] == "tkmia_margin")
                    & ~table["statistic"].isin([*WATCHED_MEASURES, "topk_margin"])]
-    others = others.assign(excess=(others["detection"] - 2 * others["false_alarm"]).fillna(-np.inf))
+    excess = monitoring.detection_excess(others["detection"], others["false_alarm"])
+    others = others.assign(excess=pd.Series(excess, index=others.index).fillna(-np.inf))
     best = others.sort_values("excess", ascending=False).iloc[0]
     out["next_statistic"] = str(best["statistic"])
     out["next_rate"] = float(best["detection"])
