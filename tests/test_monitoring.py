@@ -18,7 +18,7 @@ def test_average_precision_matches_sklearn_on_tie_free_scores():
     scores = torch.randn(60, 12, generator=gen, dtype=torch.float64)
     labels = (torch.rand(60, 12, generator=gen) < 0.4).double()
     labels[:, 0] = 1  # every sample has a true label
-    ours = monitoring.average_precision(scores, labels)
+    ours = monitoring.ranking_average_precision(scores, labels)
     theirs = [average_precision_score(y.numpy(), s.numpy()) for s, y in zip(scores, labels)]
     np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-9)
 

@@ -89,11 +89,25 @@ def test_per_class_ap_perfect_and_reversed():
     scores = torch.tensor([[2.0, 0.0], [1.0, 0.0], [1.5, 5.0]])
     frame = analysis.per_class_ap_frame(scores, labels, ["a", "b"]).set_index("class")
     assert frame.loc["a", "ap"] == pytest.approx(1.0)
-    # class b: image 2 (negative) ranks first, the positive image 1 ties with image 0 (stable: 0 first)
+    # class b: image 2 (negative) ranks first, the positive image 1 ties with image 0: one threshold
     assert frame.loc["b", "ap"] == pytest.approx(1 / 3)
     assert frame.loc["a", "frequency"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="must both be"):
         analysis.per_class_ap_frame(scores, labels, ["a"])
+
+
+def test_per_class_ap_is_scikit_learns_with_ties_and_nan_without_positives():
+    from sklearn.metrics import average_precision_score
+
+    # class 0: the positive ties with a negative above another positive; class 2 has no positive
+    labels = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    scores = torch.tensor([[1.0, 0.2, 0.1], [1.0, 0.9, 0.3], [0.5, 0.4, 0.2], [0.0, 0.1, 0.9]])
+    frame = analysis.per_class_ap_frame(scores, labels, ["a", "b", "c"]).set_index("class")
+    for c, name in enumerate("ab"):
+        expected = average_precision_score(labels[:, c].numpy(), scores[:, c].numpy())
+        assert frame.loc[name, "ap"] == pytest.approx(expected)
+    assert frame.loc["a", "ap"] == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)  # by hand: (R, P) steps
+    assert np.isnan(frame.loc["c", "ap"])
 
 
 def test_eligibility_counts_follow_the_rules():

@@ -13,7 +13,7 @@ from tkmia.data import MultiShapes
 from tkmia.models import CompactCNN
 from tkmia.profiles import load_profile
 from tkmia.training import (
-    average_precision,
+    class_average_precision,
     evaluate,
     mean_average_precision,
     train_model,
@@ -46,7 +46,7 @@ def test_average_precision_matches_sklearn(seed):
     labels[0] = 1.0  # every class has a positive
     scores = torch.randn(40, 6, generator=g)
     scores[:, 1] = torch.round(scores[:, 1])  # ties
-    ours = average_precision(scores, labels)
+    ours = class_average_precision(scores, labels)
     theirs = sklearn_metrics.average_precision_score(labels.numpy(), scores.numpy(), average=None)
     assert torch.allclose(ours, torch.as_tensor(theirs, dtype=torch.float64), atol=1e-12)
     assert mean_average_precision(scores, labels) == pytest.approx(float(theirs.mean()))
@@ -55,12 +55,12 @@ def test_average_precision_matches_sklearn(seed):
 def test_average_precision_edge_cases():
     labels = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
     scores = torch.tensor([[3.0, 1.0], [2.0, 2.0], [1.0, 3.0]])
-    ap = average_precision(scores, labels)
+    ap = class_average_precision(scores, labels)
     assert ap[0] == pytest.approx((1 / 2) * 1 + (1 / 2) * (2 / 3))
     assert torch.isnan(ap[1])  # no positive
     assert mean_average_precision(scores, labels) == pytest.approx(float(ap[0]))
     with pytest.raises(ValueError, match="scores"):
-        average_precision(scores, labels[:2])
+        class_average_precision(scores, labels[:2])
 
 
 def test_tiny_training_run_lowers_the_loss():

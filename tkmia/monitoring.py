@@ -17,8 +17,8 @@ from torch import Tensor
 from tkmia.experiments import records_tensors
 from tkmia.metrics import measures, ranking
 
-__all__ = ["STATISTICS", "DETECTION_FACTOR", "statistics", "average_precision", "topk_margin", "threshold",
-           "detection_table", "detects", "detection_excess"]
+__all__ = ["STATISTICS", "DETECTION_FACTOR", "statistics", "ranking_average_precision", "topk_margin",
+           "threshold", "detection_table", "detects", "detection_excess"]
 
 #: An attack is *detected* by a statistic when its detection rate exceeds this many times the
 #: statistic's **realised** false-alarm rate on clean images (not the budget alpha: the top-k
@@ -35,7 +35,7 @@ STATISTICS = {
 }
 
 
-def average_precision(scores: Tensor, labels: Tensor) -> Tensor:
+def ranking_average_precision(scores: Tensor, labels: Tensor) -> Tensor:
     """AP over the whole ranking: (1/|Y|) Σ_{j: rank-j label ∈ Y} P@j; 0 when Y is empty.
 
     Shape: (N, C) -> (N,).
@@ -57,7 +57,7 @@ def statistics(scores: Tensor, labels: Tensor, k: int) -> dict[str, Tensor]:
     """Every statistic of :data:`STATISTICS` per sample. Shape: (N, C) -> dict of (N,)."""
     out = dict(measures(scores, labels, k))
     out.pop("topk_accuracy")
-    out["average_precision"] = average_precision(scores, labels)
+    out["average_precision"] = ranking_average_precision(scores, labels)
     out["topk_margin"] = topk_margin(scores, k)
     return out
 

@@ -28,7 +28,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle")
 
 
-def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def class_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Average precision of each class (column), as ``sklearn.metrics.average_precision_score``.
 
     AP = sum_n (R_n - R_{n-1}) P_n over the distinct score thresholds (tied scores form one
@@ -69,13 +69,13 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def mean_average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """mAP: the mean over classes with at least one positive of :func:`average_precision`.
+    """mAP: the mean over classes with at least one positive of :func:`class_average_precision`.
 
     Args:
         scores: (N, C) real scores.
         labels: (N, C) in {0, 1}.
     """
-    ap = average_precision(scores, labels)
+    ap = class_average_precision(scores, labels)
     ap = ap[~torch.isnan(ap)]
     return float(ap.mean()) if len(ap) else float("nan")
 

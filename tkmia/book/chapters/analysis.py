@@ -18,12 +18,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
-from tkmia.monitoring import STATISTICS, average_precision, detection_table, detects
+from tkmia.monitoring import STATISTICS, detection_table, detects
 from tkmia.plots.experiments import METHOD_NAMES, method_label
 from tkmia.plots.measures import MEASURE_NAMES
 from tkmia.plots.theme import PAGE_WIDTH_IN, distinct_numbers, method_palette, panel_grid, style
 from tkmia.report import summarize
 from tkmia.selection import GlobalSelection, RandomSelection
+from tkmia.training import class_average_precision
 
 __all__ = [
     "STATISTIC_NAMES",
@@ -127,13 +128,14 @@ def per_class_ap_frame(scores: Tensor, labels: Tensor, classes: Sequence[str]) -
     """Average precision of each class over the images (the ranking of the images by that class's
     score), with the class's frequency. Columns class, index, ap, frequency; sorted by ap.
 
-    Shape: scores, labels (N, C). A class without positive images gets AP 0.
+    Shape: scores, labels (N, C). The AP is :func:`tkmia.training.class_average_precision` (tied
+    scores form one threshold, as scikit-learn's); a class without positive images gets NaN.
     """
     scores, labels = torch.as_tensor(scores).double(), torch.as_tensor(labels).double()
     if scores.shape != labels.shape or scores.shape[1] != len(classes):
         raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} must both be (N, C) "
                          f"with C = {len(classes)}")
-    ap = average_precision(scores.T.contiguous(), labels.T.contiguous())
+    ap = class_average_precision(scores, labels)
     frame = pd.DataFrame({"class": list(classes), "index": range(len(classes)), "ap": ap.numpy(),
                           "frequency": labels.mean(0).numpy()})
     return frame.sort_values("ap").reset_index(drop=True)

@@ -32,7 +32,7 @@ from tkmia import experiments
 from tkmia.data import load_dataset
 from tkmia.metrics import WATCHED_MEASURES, ranks, topk_mask
 from tkmia.profiles import Profile, load_profile
-from tkmia.training import average_precision, predict, score_summary
+from tkmia.training import class_average_precision, predict, score_summary
 from tkmia.victims import load_victim
 
 #: The book's names of the photos victims (:func:`photos_profiles`).
@@ -125,7 +125,7 @@ def victim_card(
     if len(classes) != n_classes:
         raise ValueError(f"dataset.classes has {len(classes)} names, the model gives {n_classes} scores")
     labels = labels.float()
-    ap = average_precision(scores, labels)
+    ap = class_average_precision(scores, labels)
     top = topk_mask(scores, k).float()
     positives = labels.sum(0)
     hit = (top * labels).sum(0) / positives.clamp(min=1)
