@@ -34,8 +34,8 @@ def _normalise(specs) -> dict[str, str]:
 def _pyproject_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = list(project["dependencies"])
-    for extra in ("book", "dev"):
-        specs += project["optional-dependencies"][extra]
+    for extra in project["optional-dependencies"].values():  # what make install installs: every extra
+        specs += [s for s in extra if not s.startswith("tkmia[")]  # an extra that includes another
     return _normalise(specs)
 
 
