@@ -310,3 +310,36 @@ def test_make_book_executes_the_chapters_the_toc_lists(tmp_path):
     written = execute_book(source_dir=src, out_dir=tmp_path / "out", toc=toc, log=logs.append)
     assert [p.stem for p in written] == ["a_in"]
     assert any("not executed: b_out" in line for line in logs)
+
+
+def test_glued_values_are_read_back_and_compared(tmp_path, capsys):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from tkmia.book.runner import glued_changes, glued_values, main
+
+    def record(name, data):
+        return new_output("display_data", data=data, metadata={
+            "scrapbook": {"name": name, "mime_prefix": "application/papermill.record/"}})
+
+    cell = new_code_cell("glue(...)")
+    cell.outputs = [record("rate", {"application/papermill.record/text/plain": "0.25"}),
+                    record("table", {"application/papermill.record/text/plain": "   a\n0  1",
+                                     "application/papermill.record/text/html": "<table></table>"}),
+                    record("figure", {"application/papermill.record/image/png": "iVBOR",
+                                      "application/papermill.record/text/plain": "<Figure>"}),
+                    new_output("stream", name="stdout", text="not glued\n")]
+    folder = tmp_path / "chapters"
+    folder.mkdir()
+    nbformat.write(new_notebook(cells=[cell]), str(folder / "01_a.ipynb"))
+    values = glued_values(folder)
+    assert values == {"01_a": {"rate": "0.25", "table": "   a\n0  1"}}
+    after = {"01_a": {"rate": "0.5", "table": "   a\n0  1", "new": "x"}, "02_b": {}}
+    assert glued_changes(values, after) == [("01_a", "new", None, "x"), ("01_a", "rate", "0.25", "0.5")]
+    out = tmp_path / "before.json"
+    assert main(["glued", "--chapters", str(folder), "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == values
+    assert main(["glued", "--chapters", str(folder), "--out", str(out)]) == 2  # never over a file
+    assert "exists" in capsys.readouterr().err
+    assert main(["glued", "--chapters", str(folder), "--compare", str(out)]) == 0
+    assert "0 of 2 glued values changed" in capsys.readouterr().err

@@ -32,6 +32,7 @@ understand declares nothing and leaves the parameter unchecked) and :func:`check
 Command line::
 
     python -m tkmia.book execute [--profile P] [--data-root D] [--only NAME] [--tiny]
+    python -m tkmia.book glued [--out FILE.json] [--compare BEFORE.json]
 
 ``--profile`` passes ``profile=P`` and ``--data-root`` passes ``data_root=D`` to the notebooks whose
 ``parameters`` cell declares them; ``--tiny`` runs each notebook with :func:`tiny_parameters` (what the
@@ -81,6 +82,8 @@ __all__ = [
     "build_report",
     "execution_records",
     "execute_book",
+    "glued_values",
+    "glued_changes",
     "toc_chapters",
     "source_notebooks",
     "main",
@@ -868,6 +871,40 @@ def execution_records(folder: str | Path = CHAPTERS) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.exec.json"))]
 
 
+def glued_values(folder: str | Path = CHAPTERS) -> dict[str, dict[str, str]]:
+    """Every glued value of the executed chapters in ``folder`` as the text the page shows
+    (``text/plain``; figures, glued as images, are left out): ``{chapter: {name: text}}``.
+
+    What ``python -m tkmia.book glued`` writes, so that a change can be checked against the numbers
+    of the book before it (``--compare``).
+    """
+    out: dict[str, dict[str, str]] = {}
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        values: dict[str, str] = {}
+        for cell in json.loads(path.read_text()).get("cells", []):
+            for output in cell.get("outputs", []):
+                name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+                text = output.get("data", {}).get(_RECORD + "text/plain")
+                if name is None or text is None or any(_RECORD + i in output["data"] for i in _IMAGES):
+                    continue
+                values[name] = "".join(text) if isinstance(text, list) else str(text)
+        out[path.stem] = values
+    return out
+
+
+def glued_changes(before: Mapping[str, Mapping[str, str]],
+                  after: Mapping[str, Mapping[str, str]]) -> list[tuple[str, str, str | None, str | None]]:
+    """``(chapter, name, before, after)`` for every glued value that differs, appeared (before is
+    None) or went away (after is None), sorted by chapter and name."""
+    rows = []
+    for chapter in sorted(set(before) | set(after)):
+        old, new = before.get(chapter, {}), after.get(chapter, {})
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                rows.append((chapter, name, old.get(name), new.get(name)))
+    return rows
+
+
 def toc_chapters(toc: str | Path = TOC) -> list[str]:
     """The notebook names (stems) the table of contents lists as ``book/chapters/<name>`` pages."""
     import yaml
@@ -965,13 +1002,50 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--data-root", help="dataset folder passed to notebooks with a `data_root` parameter")
     ex.add_argument("--only", action="append", metavar="NAME", help="execute only this notebook")
     ex.add_argument("--tiny", action="store_true", help="use the tiny parameters of the tests")
+    gl = sub.add_parser("glued", help="the glued values of book/chapters as JSON, or their changes")
+    gl.add_argument("--chapters", type=Path, default=CHAPTERS,
+                    help="executed chapters (default book/chapters)")
+    gl.add_argument("--out", type=Path, help="write the JSON here (a new file) instead of printing it")
+    gl.add_argument("--compare", type=Path, metavar="BEFORE.json",
+                    help="print every value that differs from an earlier --out file")
     args = parser.parse_args(argv)
+    if args.command == "glued":
+        return _glued_command(args)
     try:
         execute_book(profile=args.profile, data_root=args.data_root, only=args.only, tiny=args.tiny,
                      toc=TOC)
     except (ValueError, FileNotFoundError) as err:
         print(f"tkmia.book: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _glued_command(args: argparse.Namespace) -> int:
+    if not Path(args.chapters).is_dir():
+        print(f"tkmia.book: error: --chapters {args.chapters} is not a folder (run make book first)",
+              file=sys.stderr)
+        return 2
+    values = glued_values(args.chapters)
+    if args.compare is not None:
+        try:
+            before = json.loads(Path(args.compare).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            print(f"tkmia.book: error: --compare {args.compare}: {err}", file=sys.stderr)
+            return 2
+        changes = glued_changes(before, values)
+        for chapter, name, old, new in changes:
+            print(f"{chapter}: {name}: {old!r} -> {new!r}")
+        total = sum(len(v) for v in values.values())
+        print(f"{len(changes)} of {total} glued values changed", file=sys.stderr)
+        return 0
+    text = json.dumps(values, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    if args.out is None:
+        print(text, end="")
+        return 0
+    if Path(args.out).exists():
+        print(f"tkmia.book: error: --out {args.out} exists; give a new file name", file=sys.stderr)
+        return 2
+    Path(args.out).write_text(text)
     return 0
 
 
