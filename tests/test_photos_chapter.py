@@ -22,6 +22,7 @@ from tkmia.book.chapters import photos as pv
 from tkmia.book.chapters import photos_plots as photo_plots
 from tkmia.book.chapters.victim_questions import ready_mask  # noqa: E402
 from tkmia.metrics import WATCHED_MEASURES  # noqa: E402
+from tkmia.selection import spare_rank  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,7 @@ def ranked_samples(draw):
 @given(ranked_samples())
 def test_spare_rank_matches_the_definition(sample):
     scores, labels, specified, k = sample
-    got = pv.spare_rank(scores, labels, specified, k)
+    got = spare_rank(scores, labels, specified, k)
     expected = slow_spare_rank(scores, labels, specified, k)
     assert got.dtype == torch.float64 and got.shape == (len(scores),)
     for g, e in zip(got.tolist(), expected):
@@ -78,20 +79,19 @@ def test_spare_rank_matches_the_definition(sample):
 @given(ranked_samples())
 def test_ready_is_the_spare_rank_within_k_plus_the_specified_count(sample):
     scores, labels, specified, k = sample
-    rank = pv.spare_rank(scores, labels, specified, k)
-    defined = ~torch.isnan(rank)
-    within = rank <= k + specified.sum(1).double()
-    # compared where a spare label exists (always, for an eligible image): without one,
-    # ready_mask compares C + 1 with k + |S| and can read True
-    assert torch.equal(within[defined], ready_mask(scores, labels, specified, k)[defined])
+    rank = spare_rank(scores, labels, specified, k)
+    within = rank <= k + specified.sum(1).double()  # False where there is no spare label (NaN)
+    ready = ready_mask(scores, labels, specified, k)
+    assert torch.equal(within, ready)
+    assert not bool(ready[torch.isnan(rank)].any())
 
 
 def test_spare_rank_example_and_missing_label():
     scores = torch.tensor([[5.0, 4, 3, 2, 1], [5.0, 4, 3, 2, 1]])
     labels = torch.tensor([[1.0, 1, 0, 0, 1], [1.0, 1, 0, 0, 0]])
     specified = torch.tensor([[1.0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0]])
-    assert pv.spare_rank(scores, labels, specified, 2)[0].item() == 5.0
-    assert math.isnan(pv.spare_rank(scores, labels, specified, 2)[1].item())
+    assert spare_rank(scores, labels, specified, 2)[0].item() == 5.0
+    assert math.isnan(spare_rank(scores, labels, specified, 2)[1].item())
 
 
 @pytest.mark.parametrize("change, match", [
@@ -106,45 +106,7 @@ def test_spare_rank_names_bad_arguments(change, match):
             "specified": torch.zeros(2, 4), "k": 2}
     args.update(change)
     with pytest.raises(ValueError, match=match):
-        pv.spare_rank(**args)
-
-
-# ---------------------------------------------------------------------------------- the verdict
-def test_claim_verdict_examples():
-    assert pv.claim_verdict(0.0, 0.2, 1.0, 0.9) == "holds"
-    assert pv.claim_verdict(0.05, 0.2, 1.0, 0.3) == "holds on average only"
-    assert pv.claim_verdict(0.3, 0.2, 1.0, 0.9) == "does not hold"
-    assert pv.claim_verdict(0.2, 0.2, 1.0, 0.9) == "does not hold"  # not smaller: does not hold
-    assert pv.claim_verdict(0.0, 0.2, 0.0, 0.0) == "cannot be judged"
-    assert pv.claim_verdict(0.0, 0.2, float("nan"), float("nan")) == "cannot be judged"
-    assert pv.claim_verdict(0.0, 0.2, 1.0, 0.5, majority=0.5) == "holds"  # the majority is inclusive
-
-
-fraction = st.floats(0, 1)
-size = st.floats(0, 2)
-
-
-@given(size, size, st.floats(0.001, 1), fraction, st.floats(0.01, 1))
-def test_claim_verdict_properties(worst, least, success, imperceptible, majority):
-    word = pv.claim_verdict(worst, least, success, imperceptible, majority)
-    assert word in ("holds", "holds on average only", "does not hold")
-    assert (word == "does not hold") == (worst >= least)
-    if word != "does not hold":
-        assert (word == "holds") == (imperceptible >= majority)
-    # a larger baseline change can only help the claim; a larger TkMIA change only hurt it
-    order = ["does not hold", "holds on average only", "holds"].index
-    assert order(pv.claim_verdict(worst, least + 1, success, imperceptible, majority)) >= order(word)
-    assert order(pv.claim_verdict(worst + 1, least, success, imperceptible, majority)) <= order(word)
-
-
-@pytest.mark.parametrize("args, match", [
-    ((-0.1, 0.2, 1.0, 0.5), "tkmia_worst=-0.1"), ((0.1, float("nan"), 1.0, 0.5), "baseline_least=nan"),
-    ((0.1, 0.2, 1.5, 0.5), "success_rate=1.5"), ((0.1, 0.2, 1.0, -0.5), "imperceptible_rate=-0.5"),
-    ((0.1, 0.2, 1.0, 0.5, 0.0), "majority=0.0"), (("a", 0.2, 1.0, 0.5), "tkmia_worst='a'"),
-])
-def test_claim_verdict_names_bad_arguments(args, match):
-    with pytest.raises(ValueError, match=match):
-        pv.claim_verdict(*args)
+        spare_rank(**args)
 
 
 def _summary(methods, values):

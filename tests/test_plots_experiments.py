@@ -13,7 +13,6 @@ import torch  # noqa: E402
 
 from tkmia.metrics import MEASURES  # noqa: E402
 from tkmia.plots import (  # noqa: E402
-    claim_frame,
     claim_summary,
     delta_frame,
     fairness_frame,
@@ -28,7 +27,7 @@ from tkmia.plots import (  # noqa: E402
     triplet_inputs,
 )
 from tkmia.plots.experiments import METHOD_NAMES  # noqa: E402
-from tkmia.report import summarize  # noqa: E402
+from tkmia.report import claim_frame, summarize  # noqa: E402
 
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 

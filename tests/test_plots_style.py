@@ -23,6 +23,7 @@ from tkmia import plots  # noqa: E402
 from tkmia.book.chapters import analysis, questions_plots  # noqa: E402
 from tkmia.monitoring import detection_table  # noqa: E402
 from tkmia.relaxation import average_top_k  # noqa: E402
+from tkmia.report import claim_frame as report_claim_frame  # noqa: E402
 from tkmia.report import summarize  # noqa: E402
 
 
@@ -253,7 +254,7 @@ def test_summary_prose_agrees_with_the_table():
     assert text["kfool_delta_precision_at_k"] == st.format_signed(row["delta_precision_at_k"])
     assert text["tkmia_delta_precision_at_k"] == "0"  # TkMIA keeps every measure: no "+0.000"
     assert text["k"] == "3" and text["n"] == str(int(row["n"]))
-    claim = plots.claim_frame(table).set_index("k").loc[3]
+    claim = report_claim_frame(table).set_index("k").loc[3]
     assert text["tkmia_worst"] == "0" and float(text["baselines_least"]) == pytest.approx(claim["baselines"])
     assert text["focus_verdict"] == "holds" and text["verdict"] == "holds"
     tkmia_pert = table[(table["k"] == 3) & (table["method"] == "tkmia")]["pert_l2_255"].iloc[0]

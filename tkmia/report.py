@@ -8,16 +8,25 @@ samples, mean Pert over successful samples (×255 of [0, 1] pixel units), and th
 from __future__ import annotations
 
 import json
+import math
+import numbers
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from tkmia.attacks import METHODS
 from tkmia.experiments import SETTING_COLUMNS
-from tkmia.metrics import MEASURES
+from tkmia.metrics import MEASURES, WATCHED_MEASURES
 
 __all__ = ["summarize", "with_deltas", "format_table", "SUMMARY_COLUMNS", "SETTING_COLUMNS", "KEY_COLUMNS",
-           "load_records", "varying_settings", "compare_with_paper"]
+           "load_records", "varying_settings", "compare_with_paper", "CLAIM_MAJORITY", "CLAIM_VERDICTS",
+           "claim_verdict", "claim_frame"]
+
+#: The imperceptible rate from which TkMIA's measures stay unchanged on "most" images (the claim).
+CLAIM_MAJORITY = 0.5
+#: What :func:`claim_verdict` can say, from the strongest to the weakest.
+CLAIM_VERDICTS = ("holds", "holds on average only", "does not hold", "cannot be judged")
 
 #: Columns of :func:`summarize`, in order.
 SUMMARY_COLUMNS = (
@@ -150,3 +159,70 @@ def compare_with_paper(ours: pd.DataFrame, paper: pd.DataFrame, dataset: str) ->
     theirs = paper[paper["dataset"] == dataset][["scheme", "k", "method", "measure", "value", "source"]]
     theirs = theirs.rename(columns={"value": "paper"})
     return long.merge(theirs, on=["scheme", "k", "method", "measure"], how="outer")
+
+
+def claim_verdict(tkmia_worst: float, baselines_least: float, success_rate: float, imperceptible_rate: float,
+                  majority: float = CLAIM_MAJORITY) -> str:
+    """The paper's main claim on one setting (one scheme, one k): the one rule of the book.
+
+    Args:
+        tkmia_worst: TkMIA's largest mean |Δ| over P@k, mAP@k and NDCG@k (≥ 0).
+        baselines_least: the smallest mean |Δ| of any baseline over the same measures (≥ 0).
+        success_rate, imperceptible_rate: TkMIA's, fractions in [0, 1] (NaN: nothing attacked).
+        majority: the imperceptible rate from which the measures stay unchanged on "most" images.
+
+    Returns:
+        ``"holds"`` (TkMIA's measures move less than every baseline's, by every measure, and stay
+        unchanged on at least ``majority`` of the images), ``"holds on average only"`` (they move
+        less, but change on most images), ``"does not hold"``, or ``"cannot be judged"`` (TkMIA
+        succeeded on no image).
+
+    Example:
+        >>> claim_verdict(0.02, 0.3, 1.0, 0.8)
+        'holds'
+    """
+    for name, value in (("tkmia_worst", tkmia_worst), ("baselines_least", baselines_least)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+            raise ValueError(f"{name}={value!r}; expected a mean |Δ| >= 0")
+    for name, value in (("success_rate", success_rate), ("imperceptible_rate", imperceptible_rate)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                math.isnan(value) or 0 <= value <= 1):
+            raise ValueError(f"{name}={value!r}; expected a fraction in [0, 1] (or NaN)")
+    if isinstance(majority, bool) or not isinstance(majority, numbers.Real) or not 0 < majority <= 1:
+        raise ValueError(f"majority={majority!r}; expected a fraction in (0, 1]")
+    if math.isnan(success_rate) or success_rate == 0:
+        return "cannot be judged"
+    if tkmia_worst < baselines_least:
+        return "holds" if imperceptible_rate >= majority else "holds on average only"
+    return "does not hold"
+
+
+def claim_frame(table: pd.DataFrame, measures: Sequence[str] = WATCHED_MEASURES,
+                majority: float = CLAIM_MAJORITY) -> pd.DataFrame:
+    """:func:`claim_verdict` per (scheme, k) of a :func:`summarize` table (TkMIA and at least one
+    baseline at each k; the baselines are every other method of the table).
+
+    Columns: scheme, k, tkmia (TkMIA's largest mean |Δ| over ``measures``), baselines (the smallest
+    of any baseline's), success_rate and imperceptible_rate (TkMIA's), verdict, and holds
+    (verdict == "holds").
+    """
+    columns = [f"delta_{m}" for m in measures]
+    missing = [c for c in ("scheme", "k", "method", "success_rate", "imperceptible_rate", *columns)
+               if c not in table]
+    if missing:
+        raise ValueError(f"table lacks the columns {missing}; pass a tkmia.report.summarize table")
+    rows = []
+    for (scheme, k), group in table.groupby(["scheme", "k"], sort=True):
+        by = group.set_index("method")
+        if "tkmia" not in by.index or len(by.index) < 2:
+            raise ValueError(f"table must hold TkMIA and at least one baseline at k = {k}")
+        change = by[columns].abs()
+        tkmia = float(change.loc["tkmia"].max())
+        baselines = float(change.drop(index="tkmia").min(axis=1).min())
+        success = float(by.loc["tkmia", "success_rate"])
+        imperceptible = float(by.loc["tkmia", "imperceptible_rate"])
+        verdict = claim_verdict(tkmia, baselines, success, imperceptible, majority)
+        rows.append({"scheme": scheme, "k": k, "tkmia": tkmia, "baselines": baselines,
+                     "success_rate": success, "imperceptible_rate": imperceptible, "verdict": verdict,
+                     "holds": verdict == "holds"})
+    return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ Book chapters "Global selection scheme" and "Random selection scheme".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,9 +17,10 @@ import torch
 from torch import Tensor
 
 from tkmia._checks import as_int, check_k, check_labels, check_scores
-from tkmia.metrics import delta_n, topk_mask
+from tkmia.metrics import delta_n, ranks, topk_mask
 
-__all__ = ["Specification", "GlobalSelection", "RandomSelection", "make_selection", "sample_ids", "SCHEMES"]
+__all__ = ["Specification", "GlobalSelection", "RandomSelection", "make_selection", "sample_ids", "SCHEMES",
+           "spare_rank"]
 
 #: Names accepted by :func:`make_selection`.
 SCHEMES = ("global", "random")
@@ -222,3 +224,39 @@ def make_selection(scheme: str, **params) -> GlobalSelection | RandomSelection:
     if scheme == "random":
         return RandomSelection(**params)
     raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+
+
+def spare_rank(clean_scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> Tensor:
+    """Rank (1 = top) of the best unspecified true label outside the clean top-k: the label of
+    Y \\ S \\ T_k(x) the victim ranks highest, the first candidate for a place that a specified
+    label frees. Ties by the project's rule (:func:`tkmia.metrics.ranks`).
+
+    Args:
+        clean_scores: (N, C) logits of the clean images.
+        labels: Y, (N, C) in {0, 1}; specified: S ⊆ Y, (N, C) in {0, 1}.
+        k: the top-k size, 1 ≤ k < C.
+
+    Returns:
+        (N,) float64: a rank in k+1 … C, NaN where every label of Y \\ S is in the top-k.
+
+    Example:
+        >>> spare_rank(torch.tensor([[4., 3, 2, 1]]), torch.tensor([[1., 0, 0, 1]]),
+        ...            torch.tensor([[1., 0, 0, 0]]), 2)
+        tensor([4.], dtype=torch.float64)
+    """
+    if clean_scores.dim() != 2:
+        raise ValueError(f"clean_scores must be (N, C), got shape {tuple(clean_scores.shape)}")
+    for name, mask in (("labels", labels), ("specified", specified)):
+        if mask.shape != clean_scores.shape:
+            raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected {tuple(clean_scores.shape)} "
+                             "like clean_scores")
+    n_classes = clean_scores.shape[1]
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n_classes:
+        raise ValueError(f"k={k!r}; expected an int in [1, {n_classes - 1}]")
+    truth, chosen = labels.bool(), specified.bool()
+    if bool((chosen & ~truth).any()):
+        raise ValueError("specified holds labels outside labels; S must be a subset of Y")
+    rank = ranks(clean_scores).double()
+    spare = truth & ~chosen & ~topk_mask(clean_scores, int(k))
+    best = torch.where(spare, rank, torch.full_like(rank, math.inf)).min(dim=1).values
+    return torch.where(torch.isinf(best), torch.full_like(best, math.nan), best)

@@ -21,6 +21,7 @@ from tkmia.attacks import METHODS
 from tkmia.metrics import MEASURES
 from tkmia.plots.measures import MEASURE_NAMES
 from tkmia.plots.theme import distinct_numbers, method_palette, panel_grid, style, tidy_table
+from tkmia.report import CLAIM_MAJORITY, claim_frame
 
 __all__ = [
     "METHOD_NAMES",
@@ -37,7 +38,6 @@ __all__ = [
     "triplet_inputs",
     "plot_triplets",
     "fairness_frame",
-    "claim_frame",
     "claim_summary",
     "summary_prose",
     "topk_changes",
@@ -410,30 +410,10 @@ def fairness_frame(records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claim_frame(table: pd.DataFrame, measures: Sequence[str] = ("precision_at_k", "map_at_k", "ndcg_at_k")):
-    """The paper's main claim, per (scheme, k) of a :func:`tkmia.report.summarize` table: the
-    largest mean change |Δ| of any of TkMIA's ``measures`` against the smallest of any baseline's.
-
-    Columns: scheme, k, tkmia (TkMIA's largest |Δ|), baselines (the baselines' smallest |Δ|) and
-    holds (TkMIA's largest change is smaller than every baseline's smallest change).
-    """
-    columns = [f"delta_{m}" for m in measures]
-    _require(table, ["scheme", "k", "method", *columns], "table")
-    rows = []
-    for (scheme, k), group in table.groupby(["scheme", "k"], sort=True):
-        change = group.set_index("method")[columns].abs()
-        if "tkmia" not in change.index or len(change.index) < 2:
-            raise ValueError(f"table must hold TkMIA and at least one baseline at k = {k}")
-        tkmia = float(change.loc["tkmia"].max())
-        baselines = float(change.drop(index="tkmia").min(axis=1).min())
-        rows.append({"scheme": scheme, "k": k, "tkmia": tkmia, "baselines": baselines,
-                     "holds": tkmia < baselines})
-    return pd.DataFrame(rows)
-
-
 def claim_summary(table: pd.DataFrame) -> dict[str, str]:
-    """Sentence fragments for the prose about :func:`claim_frame` (so that it reads right whatever
-    the numbers are): ``verdict`` ("holds", "holds only in part", "does not hold") and ``where``
+    """Sentence fragments for the prose about :func:`tkmia.report.claim_frame` over a grid of k
+    (so that it reads right whatever the numbers are): ``verdict`` ("holds", "holds only in part",
+    "does not hold": at every k, some, none, by :func:`tkmia.report.claim_verdict`) and ``where``
     (e.g. "for every k of the grid (2, 3)", "for k = 2 only", "for no k of the grid")."""
     frame = claim_frame(table)
     ks = [int(k) for k in frame["k"].unique()]
@@ -462,8 +442,9 @@ def summary_prose(table: pd.DataFrame, k: int) -> dict[str, str]:
     from the table reads "–") and column success_rate, imperceptible_rate, pert_l2_255, iterations,
     delta_precision_at_k, delta_map_at_k, delta_ndcg_at_k; ``k``; ``n`` (eligible samples per
     method); ``pert_ratio`` (kFool's mean Pert over TkMIA's); ``tkmia_worst`` and
-    ``baselines_least`` (:func:`claim_frame` at ``k``) with ``focus_verdict`` ("holds" or "does not
-    hold" at ``k``); ``verdict`` and ``where`` over the whole grid (:func:`claim_summary`).
+    ``baselines_least`` (:func:`tkmia.report.claim_frame` at ``k``) with ``focus_verdict`` (what
+    :func:`tkmia.report.claim_verdict` says at ``k``) and ``claim_majority`` (its imperceptible-rate
+    bar, a percentage); ``verdict`` and ``where`` over the whole grid (:func:`claim_summary`).
     Book chapters "Global selection scheme" and "Random selection scheme".
     """
     _require(table, ["scheme", "k", "method", "n", "pert_l2_255", "iterations", *_PROSE_RATES,
@@ -489,7 +470,8 @@ def summary_prose(table: pd.DataFrame, k: int) -> dict[str, str]:
                          "pass one scheme's rows")
     claim = claim.iloc[0]
     out["tkmia_worst"], out["baselines_least"] = distinct_numbers([claim["tkmia"], claim["baselines"]])
-    out["focus_verdict"] = "holds" if bool(claim["holds"]) else "does not hold"
+    out["focus_verdict"] = str(claim["verdict"])
+    out["claim_majority"] = distinct_numbers([CLAIM_MAJORITY], "percent")[0]
     out.update(claim_summary(table))
     return out
 

@@ -6,9 +6,10 @@
 :func:`victim_card` measures each (test mAP, per-class AP and P@k, computed from its scores).
 
 The chapter's tables are pure functions of run records: :func:`claim_table` and
-:func:`claim_verdicts` (the paper's main claim per setting, with :func:`claim_verdict` the rule),
-:func:`spare_rank`, :func:`mechanism_frame` and :func:`mechanism_summary` (where the victim ranks
-the true label that could take a freed place, against whether the measures stayed unchanged).
+:func:`claim_verdicts` (the paper's main claim per setting, by :func:`tkmia.report.claim_verdict`),
+:func:`mechanism_frame` and :func:`mechanism_summary` (where the victim ranks the true label that
+could take a freed place, :func:`tkmia.selection.spare_rank`, against whether the measures stayed
+unchanged).
 
 Example:
     >>> model, meta = load_victim("photos")  # doctest: +SKIP
@@ -18,20 +19,20 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Dataset
 
-from tkmia import experiments
+from tkmia import experiments, report
 from tkmia.data import load_dataset
-from tkmia.metrics import WATCHED_MEASURES, ranks, topk_mask
+from tkmia.metrics import WATCHED_MEASURES, topk_mask
 from tkmia.profiles import Profile, load_profile
+from tkmia.selection import spare_rank
 from tkmia.training import class_average_precision, predict, score_summary
 from tkmia.victims import load_victim
 
@@ -393,49 +394,10 @@ def claim_table(
     return pd.DataFrame(rows, columns=["setting", "method", *CLAIM_COLUMNS])
 
 
-def claim_verdict(
-    tkmia_worst: float,
-    baseline_least: float,
-    success_rate: float,
-    imperceptible_rate: float,
-    majority: float = 0.5,
-) -> str:
-    """The paper's main claim on one setting, as a rule on the means of the eligible images.
-
-    Args:
-        tkmia_worst: TkMIA's largest mean |Δ| over P@k, mAP@k and NDCG@k (≥ 0).
-        baseline_least: the baseline's smallest mean |Δ| over the same three measures (≥ 0).
-        success_rate, imperceptible_rate: TkMIA's, fractions in [0, 1] (NaN: nothing attacked).
-        majority: the imperceptible rate from which the measures stay unchanged on "most" images.
-
-    Returns:
-        ``"holds"`` (TkMIA's measures move less than the baseline's, by every measure, and stay
-        unchanged on at least ``majority`` of the images), ``"holds on average only"`` (they move
-        less, but change on most images), ``"does not hold"``, or ``"cannot be judged"`` (TkMIA
-        succeeded on no image).
-
-    Example:
-        >>> claim_verdict(0.02, 0.3, 1.0, 0.8)
-        'holds'
-    """
-    values = {"tkmia_worst": tkmia_worst, "baseline_least": baseline_least}
-    for name, value in values.items():
-        if not isinstance(value, int | float | np.floating | np.integer) or not value >= 0:
-            raise ValueError(f"{name}={value!r}; expected a mean |Δ| >= 0")
-    for name, value in (("success_rate", success_rate), ("imperceptible_rate", imperceptible_rate)):
-        if not (math.isnan(value) or 0 <= value <= 1):
-            raise ValueError(f"{name}={value!r}; expected a fraction in [0, 1] (or NaN)")
-    if not 0 < majority <= 1:
-        raise ValueError(f"majority={majority!r}; expected a fraction in (0, 1]")
-    if math.isnan(success_rate) or success_rate == 0:
-        return "cannot be judged"
-    if tkmia_worst < baseline_least:
-        return "holds" if imperceptible_rate >= majority else "holds on average only"
-    return "does not hold"
-
-
-def claim_verdicts(claim: pd.DataFrame, baseline: str = "tkml_ap_u", majority: float = 0.5) -> pd.DataFrame:
-    """:func:`claim_verdict` per setting of :func:`claim_table`.
+def claim_verdicts(claim: pd.DataFrame, baseline: str = "tkml_ap_u",
+                   majority: float = report.CLAIM_MAJORITY) -> pd.DataFrame:
+    """:func:`tkmia.report.claim_verdict` (the book's one rule for the claim) per setting of
+    :func:`claim_table`, against ``baseline``.
 
     Returns:
         Per setting: ``n``, TkMIA's ``success_rate`` and ``imperceptible_rate``, the baseline's
@@ -457,7 +419,7 @@ def claim_verdicts(claim: pd.DataFrame, baseline: str = "tkml_ap_u", majority: f
                      "imperceptible_rate": float(tk["imperceptible_rate"]),
                      "baseline_imperceptible": float(base["imperceptible_rate"]),
                      "tkmia_worst": worst, "baseline_least": least,
-                     "verdict": claim_verdict(worst, least, float(tk["success_rate"]),
+                     "verdict": report.claim_verdict(worst, least, float(tk["success_rate"]),
                                               float(tk["imperceptible_rate"]), majority)})
     return pd.DataFrame(rows)
 
@@ -486,42 +448,6 @@ def claim_prose(verdicts: pd.DataFrame) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------- the mechanism
-def spare_rank(clean_scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> Tensor:
-    """Rank (1 = top) of the best unspecified true label outside the clean top-k: the label of
-    Y \\ S \\ T_k(x) the victim ranks highest, the first candidate for a place that a specified
-    label frees. Ties by the project's rule (:func:`tkmia.metrics.ranks`).
-
-    Args:
-        clean_scores: (N, C) logits of the clean images.
-        labels: Y, (N, C) in {0, 1}; specified: S ⊆ Y, (N, C) in {0, 1}.
-        k: the top-k size, 1 ≤ k < C.
-
-    Returns:
-        (N,) float64: a rank in k+1 … C, NaN where every label of Y \\ S is in the top-k.
-
-    Example:
-        >>> spare_rank(torch.tensor([[4., 3, 2, 1]]), torch.tensor([[1., 0, 0, 1]]),
-        ...            torch.tensor([[1., 0, 0, 0]]), 2)
-        tensor([4.], dtype=torch.float64)
-    """
-    if clean_scores.dim() != 2:
-        raise ValueError(f"clean_scores must be (N, C), got shape {tuple(clean_scores.shape)}")
-    for name, mask in (("labels", labels), ("specified", specified)):
-        if mask.shape != clean_scores.shape:
-            raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected {tuple(clean_scores.shape)} "
-                             "like clean_scores")
-    n_classes = clean_scores.shape[1]
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n_classes:
-        raise ValueError(f"k={k!r}; expected an int in [1, {n_classes - 1}]")
-    truth, chosen = labels.bool(), specified.bool()
-    if bool((chosen & ~truth).any()):
-        raise ValueError("specified holds labels outside labels; S must be a subset of Y")
-    rank = ranks(clean_scores).double()
-    spare = truth & ~chosen & ~topk_mask(clean_scores, int(k))
-    best = torch.where(spare, rank, torch.full_like(rank, math.inf)).min(dim=1).values
-    return torch.where(torch.isinf(best), torch.full_like(best, math.nan), best)
-
-
 def mechanism_frame(records: Mapping[str, pd.DataFrame], method: str = "tkmia") -> pd.DataFrame:
     """Per eligible image attacked by ``method``, where its spare true label was and what came of it.
 
@@ -531,9 +457,10 @@ def mechanism_frame(records: Mapping[str, pd.DataFrame], method: str = "tkmia") 
 
     Returns:
         One row per eligible image: ``setting``, ``sample``, ``k``, ``specified`` (|S|),
-        ``spare_rank`` (:func:`spare_rank`), ``below`` (spare_rank − k: 1 = just below the top-k),
-        ``ready`` (below ≤ |S|, as :func:`tkmia.book.chapters.victim_questions.ready_mask`) and ``outcome``
-        (one of :data:`OUTCOMES`).
+        ``spare_rank`` (:func:`tkmia.selection.spare_rank`), ``below`` (spare_rank − k: 1 = just
+        below the top-k), ``ready`` (below ≤ |S|, as
+        :func:`tkmia.book.chapters.victim_questions.ready_mask`) and ``outcome`` (one of
+        :data:`OUTCOMES`).
     """
     frames = []
     for setting, data in records.items():

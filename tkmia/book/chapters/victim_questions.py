@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from tkmia import experiments
 from tkmia.data import load_dataset
-from tkmia.metrics import WATCHED_MEASURES, measures, measures_unchanged, ranks, topk_mask
+from tkmia.metrics import WATCHED_MEASURES, measures, measures_unchanged, topk_mask
 from tkmia.profiles import Profile, load_profile
-from tkmia.selection import GlobalSelection, Specification
+from tkmia.selection import GlobalSelection, Specification, spare_rank
 from tkmia.training import predict
 from tkmia.victims import load_snapshot, load_victim
 
@@ -223,16 +223,12 @@ def judge(
 
 
 def ready_mask(clean_scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> Tensor:
-    """Whether the best true label of Y \\ S outside the clean top-k sits at rank k+1 … k+|S|,
-    ready to take a freed place (ranks count from 1; ties by the project's rule).
+    """Whether the best true label of Y \\ S outside the clean top-k (:func:`tkmia.selection.spare_rank`)
+    sits at rank k+1 … k+|S|, ready to take a freed place (ranks count from 1).
 
     Shape: (N, C) each -> (N,) bool (False where Y \\ S has no label outside the top-k).
     """
-    rank = ranks(clean_scores)  # 1 for the top label
-    spare = labels.bool() & ~specified.bool() & ~topk_mask(clean_scores, k)
-    big = clean_scores.shape[1] + 1
-    best = torch.where(spare, rank, torch.full_like(rank, big)).min(dim=1).values
-    return best <= k + specified.bool().sum(1)
+    return spare_rank(clean_scores, labels, specified, k) <= k + specified.bool().sum(1)
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> float:
