@@ -379,10 +379,11 @@ def test_non_finite_model_output_during_the_loop_is_an_error(case, value):
     _, images, labels = case
     labels = labels[:4].clone()
     labels[:, 0] = 1
-    # forward passes: the clean scores, then iterates 0, 1, 2: the 4th is iteration 2
+    # forward passes: the clean scores (also iterate 0's when every sample is eligible), then
+    # iterates 1, 2: the 3rd is iteration 2
     with pytest.raises(ValueError, match=r"not finite \(NaN or Inf\) for batch sample\(s\) \[1\] "
                                          r"\(ids \[11\]\) at iteration 2"):
-        TkMIA(NaNAt(4, value=value), 3, lr=0.05, max_iter=10)(
+        TkMIA(NaNAt(3, value=value), 3, lr=0.05, max_iter=10)(
             images[:4], labels, _unreachable(labels), ids=[10, 11, 12, 13]
         )
 

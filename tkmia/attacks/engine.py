@@ -209,6 +209,10 @@ class Attack:
     :class:`~tkmia.selection.RandomSelection`) applied to the scores of the start point.
     Returns an :class:`AttackResult`.
 
+    Cost: one forward pass per iterate examined, the start point's also giving the clean scores
+    when every sample is eligible (otherwise one pass more), the last one's without a graph; one
+    backward pass per step (kFool's :meth:`step` takes k + 1); each over the rows not yet frozen.
+
     Every setting is checked when the attack is built, and every input before any work, with a
     ``TypeError``/``ValueError`` naming the argument. A model output that is not finite stops the
     attack with a ``ValueError`` naming the sample and the iteration: no NaN is ever returned.
@@ -330,7 +334,8 @@ class Attack:
             return grad_x
         half = (self.box[1] - self.box[0]) / 2
         t = state.tanh_w if state.tanh_w is not None else torch.tanh(state.w)
-        return grad_x.mul_(torch.addcmul(t.new_tensor(half), t, t, value=-half))
+        state.tanh_w = None  # used up: tanh' is written over it (one image-sized buffer less a step)
+        return grad_x.mul_(torch.addcmul(t.new_tensor(half), t, t, value=-half, out=t))
 
     def image(self, state: State) -> Tensor:
         """The current iterate x = clamp(base + half·tanh(w), box) of the rows of ``state``;
@@ -542,23 +547,31 @@ class Attack:
         w0, base, start = self._decode(x)
 
         with _eval_mode(self.model):
-            with torch.no_grad():
-                probe = start.clone()  # the model never sees (and can never edit) the caller's tensor
+            # The start point's forward pass gives the clean scores and, when every sample is
+            # eligible, is also iteration 0's: it keeps its graph (a step follows it unless
+            # max_iter = 1), so the loop takes its first step without a second pass. The model
+            # sees a copy, never the caller's tensor.
+            steps = self.max_iter > 1
+            x0 = start.clone().requires_grad_(steps)
+            with torch.set_grad_enabled(steps):
                 try:
-                    clean_scores = self._scores(probe, 0, None, ids)
+                    scores0 = self._scores(x0, 0, None, ids)
                 except RuntimeError as error:  # e.g. a shape the model cannot take
                     raise ValueError(
                         f"model failed on images of shape {tuple(images.shape)} (box {self.box}): "
                         f"{error}"
                     ) from error
-                if not torch.equal(probe, start):
-                    raise ValueError(_IN_PLACE)
+            if not torch.equal(x0.detach(), start):
+                raise ValueError(_IN_PLACE)
+            clean_scores = scores0.detach()
             num_classes = clean_scores.shape[1]
             check_k(self.k, num_classes, num_classes - 1)
             spec = self._specify(specified, clean_scores, labels, ids)
             truth = labels.to(clean_scores.dtype)
+            first = (x0, scores0) if bool(spec.eligible.all()) else None
+            del x0, scores0  # with some sample not eligible the graph goes now; _run scores the others
             adv, adv_scores, tanh_l2, iterations, success, history = self._run(
-                w0, base, start, clean_scores, truth, spec, ids
+                w0, base, start, clean_scores, truth, spec, ids, first
             )
 
         perturbation = (adv - x).flatten(1).norm(dim=1)
@@ -590,7 +603,10 @@ class Attack:
             history=history,
         )
 
-    def _run(self, w0, base, start, clean_scores, truth, spec, ids=None):
+    def _run(self, w0, base, start, clean_scores, truth, spec, ids=None, first=None):
+        """The loop. ``first``: ``(x, scores)`` of the start point's forward pass over the whole
+        batch, graph attached, to serve as iteration 0's when every row is attacked (None: run
+        iteration 0's forward pass here, on the eligible rows)."""
         n = w0.shape[0]
         device = w0.device
         adv = start.clone()
@@ -599,12 +615,14 @@ class Attack:
         iterations = torch.zeros(n, dtype=torch.long, device=device)
         success = torch.zeros(n, dtype=torch.bool, device=device)
         rows = spec.eligible.nonzero().flatten()
+        every = rows.numel() == n  # then the images themselves, not copies of all their rows
+        w0_rows, base_rows = (w0, base) if every else (w0[rows], base[rows])
         state = State(
             rows=rows,
-            w=w0[rows].clone(),
-            w0=w0[rows],
-            base=base[rows],
-            velocity=torch.zeros_like(w0[rows]),
+            w=w0_rows.clone(),
+            w0=w0_rows,
+            base=base_rows,
+            velocity=torch.zeros_like(w0_rows),
             labels=truth[rows],
             specified=spec.specified[rows],
             required=spec.required[rows],
@@ -617,24 +635,30 @@ class Attack:
         for it in range(self.max_iter):  # iterates 0 … max_iter − 1 are examined
             if state.rows.numel() == 0:
                 break
-            x_it = (start[state.rows] if it == 0 else self.image(state)).requires_grad_(True)
-            scores = self._scores(x_it, it, state.rows, ids)
+            last = it == self.max_iter - 1
+            if it == 0 and first is not None:
+                x_it, scores = first
+                first = None
+            else:  # no step follows the last iterate: its forward pass builds no graph
+                x_it = (start[state.rows] if it == 0 else self.image(state)).requires_grad_(not last)
+                with torch.set_grad_enabled(not last):
+                    scores = self._scores(x_it, it, state.rows, ids)
             with torch.no_grad():
                 detached = scores.detach()
                 still_in = (topk_mask(detached, self.k) & state.specified).sum(1)
                 won = state.clean_in_top - still_in >= state.required  # ΔN ≥ required
                 accepted = self.accept(detached, state)
                 ok = won if accepted is None else won & accepted
-                last = it == self.max_iter - 1
-                done = torch.ones_like(ok) if last else ok
-                if done.any():  # freeze: keep this iterate of the rows that are done
+                finished = last or bool(ok.all())  # every row stops at this iterate
+                if finished or ok.any():  # freeze: keep this iterate of the rows that are done
+                    done = slice(None) if finished else ok  # a slice: views, not copies
                     out = state.rows[done]
                     adv[out] = x_it.detach()[done]
                     adv_scores[out] = detached[done]
                     iterations[out] = it
                     success[out] = won[done]
                     tanh_l2[out] = (state.w[done] - state.w0[done]).flatten(1).norm(dim=1)
-            if last or ok.all():
+            if finished:
                 break
             keep = slice(None)  # a view: no copy while no row froze
             if ok.any():
