@@ -256,3 +256,84 @@ def test_records_tensors_gives_back_scores_and_masks_as_stored():
         records_tensors(records.iloc[:0])
     with pytest.raises(ValueError, match="no clean_scores or adv_scores"):
         records_tensors(records[["labels"]])
+
+
+class Counting(nn.Module):
+    """Wraps a model and counts the images it scores."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.model(x)
+
+
+@pytest.mark.parametrize("scheme", ["global", "random"])
+def test_a_cached_scan_gives_the_same_plan_without_scoring_again(tmp_path, scheme):
+    data = TinySet(n=40)
+    config = dataclasses.replace(CONFIG, scheme=scheme, n_pert=2, del_n=1, n_samples=6)
+    attack = config.attack(tiny_model(), (0.0, 1.0))
+    cache = ex.scan_cache(tmp_path, "victim", "data", attack, "cpu")
+    fresh = ex.select_eligible(tiny_model(), data, config, chunk=7)
+    first = Counting(tiny_model())
+    assert ex.select_eligible(first, data, config, chunk=7, cache=cache) == fresh
+    assert first.images > 0 and cache.exists()
+    again = Counting(tiny_model())
+    assert ex.select_eligible(again, data, config, chunk=7, cache=cache) == fresh
+    assert again.images == 0  # every chunk it needed was stored
+    # asking for more samples scores only the chunks past the stored ones, then stores them too
+    more = dataclasses.replace(config, n_samples=len(data))
+    longer = Counting(tiny_model())
+    assert ex.select_eligible(longer, data, more, chunk=7, cache=cache) == ex.select_eligible(
+        tiny_model(), data, more, chunk=7)
+    assert 0 < longer.images <= len(data) - first.images
+    assert torch.load(cache, weights_only=True)["scores"].shape == (len(data), C)
+
+
+def test_scan_cache_names_victim_dataset_and_starting_point(tmp_path):
+    model = tiny_model()
+    exact = CONFIG.attack(model, (0.0, 1.0))
+    reference = dataclasses.replace(CONFIG, options={"parametrisation": "reference"})
+    keys = [("v1", "d1", exact, "cpu"), ("v2", "d1", exact, "cpu"), ("v1", "d2", exact, "cpu"),
+            ("v1", "d1", reference.attack(model, (0.0, 1.0)), "cpu"),
+            ("v1", "d1", CONFIG.attack(model, (0.0, 2.0)), "cpu"), ("v1", "d1", exact, "cuda")]
+    paths = {ex.scan_cache(tmp_path, *key) for key in keys}
+    assert len(paths) == 6
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other_dataset", "nan"])
+def test_a_damaged_scan_cache_is_scanned_again_with_a_warning(tmp_path, damage):
+    data = TinySet(n=40)
+    cache = tmp_path / "scan.pt"
+    fresh = ex.select_eligible(tiny_model(), data, CONFIG, chunk=7)
+    ex.select_eligible(tiny_model(), data, CONFIG, chunk=7, cache=cache)
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:20])
+    else:
+        payload = torch.load(cache, weights_only=True)
+        if damage == "other_dataset":
+            payload["n_dataset"] = 41
+        else:
+            payload["scores"][0, 0] = float("nan")
+        torch.save(payload, cache)
+    counted = Counting(tiny_model())
+    with pytest.warns(UserWarning, match="scan cache .* scanning again"):
+        assert ex.select_eligible(counted, data, CONFIG, chunk=7, cache=cache) == fresh
+    assert counted.images > 0
+
+
+def test_runs_of_one_victim_share_its_scan(tmp_path, monkeypatch):
+    calls = []
+    real = ex.select_eligible
+
+    def spy(*args, **kw):
+        calls.append(kw.get("cache"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ex, "select_eligible", spy)
+    go(root=tmp_path)
+    go(dataclasses.replace(CONFIG, method="tkml_ap_u"), root=tmp_path)
+    assert len(calls) == 2 and calls[0] == calls[1] and calls[0].exists()
+    assert calls[0].parent == tmp_path / "_scans"

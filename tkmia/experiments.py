@@ -53,6 +53,7 @@ __all__ = [
     "parse_shard",
     "shard_from_env",
     "select_eligible",
+    "scan_cache",
     "fetch",
     "dataset_identity",
     "model_fingerprint",
@@ -406,32 +407,91 @@ def clean_scores(model: nn.Module, dataset, ids: Sequence[int], device, batch_si
 
 
 def select_eligible(model, dataset, config: ExperimentConfig, chunk: int = 256, *,
-                    box=(0.0, 1.0)) -> list[int]:
+                    box=(0.0, 1.0), cache: str | Path | None = None) -> list[int]:
     """Indices of the first ``config.n_samples`` eligible samples of ``dataset``, in order.
 
     Eligibility is judged on the point the attack starts from
     (``config.attack(model, box).starting_point(images)``: the image itself for
     ``parametrisation="exact"``, its tanh-distorted copy for ``"reference"``), so the plan agrees
     with the attack's own check. Each image is decoded (fetched) once.
+
+    ``cache``: a file for the scan's scores (N_scanned, C), float32, CPU. It must name the victim,
+    the dataset, the starting point and the device (:func:`run` keys it like the run store, see
+    :func:`scan_cache`); the scores it holds are reused (the selection rule is applied to them
+    again) and the chunks computed are appended (one atomic write at the end), so a cached scan
+    gives the same plan as a fresh one. A damaged file is recomputed with a warning.
     """
     selection = config.selection()
     attack = config.attack(model, box)
+    cached = _read_scan(Path(cache), len(dataset), chunk) if cache is not None else None
+    computed = []
     was_training = model.training
     model.eval()
     found: list[int] = []
     try:
         for start in range(0, len(dataset), chunk):
             ids = list(range(start, min(start + chunk, len(dataset))))
-            images, labels = _fetch(dataset, ids)
-            with torch.no_grad():
-                scores = model(attack.starting_point(images.to(config.device))).float().cpu()
+            if cached is not None and start + len(ids) <= cached.shape[0]:
+                scores = cached[start : start + len(ids)]
+                labels = _labels(dataset, ids)
+            else:
+                images, labels = _fetch(dataset, ids)
+                with torch.no_grad():
+                    scores = model(attack.starting_point(images.to(config.device))).float().cpu()
+                computed.append(scores)
             spec = selection.select(scores, labels.to(scores.dtype), config.k, ids=torch.tensor(ids))
             found.extend(i for i, ok in zip(ids, spec.eligible.tolist()) if ok)
             if len(found) >= config.n_samples:
                 break
     finally:
         model.train(was_training)
+    if cache is not None and computed:
+        done = cached if cached is not None else torch.zeros(0, computed[0].shape[1])
+        scanned = torch.cat([done, *computed])
+        atomic_write(Path(cache), lambda p: torch.save(
+            {"scores": scanned, "n_dataset": len(dataset), "chunk": chunk}, p))
     return found[: config.n_samples]
+
+
+def scan_cache(root: str | Path, victim: str, dataset: str, attack: attacks.Attack, device: str) -> Path:
+    """The file of :func:`select_eligible`'s scan scores for one victim (its fingerprint), one
+    dataset (its identity) and one starting point (the attack's parametrisation and box) on one
+    device: ``root/_scans/<victim>-<hash>.pt``. Shared by every run of that victim on that
+    dataset (a grid scans its test split once)."""
+    key = json.dumps({"victim": victim, "dataset": dataset, "parametrisation": attack.parametrisation,
+                      "box": [float(b) for b in attack.box], "device": str(device)}, sort_keys=True)
+    return Path(root) / "_scans" / f"{victim}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
+
+
+def _read_scan(path: Path, n_dataset: int, chunk: int) -> Tensor | None:
+    """The scores of a scan cache file (None when missing; a damaged or foreign one is removed
+    with a warning, so the scan recomputes it)."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True)
+        scores = payload["scores"]
+        ok = (payload["n_dataset"] == n_dataset and payload["chunk"] == chunk
+              and isinstance(scores, Tensor) and scores.dim() == 2 and scores.shape[0] <= n_dataset
+              and bool(torch.isfinite(scores).all()))
+    except Exception as err:  # a truncated or foreign file  # noqa: BLE001
+        ok, why = False, f"unreadable ({type(err).__name__})"
+    else:
+        why = "made for another dataset or scan"
+    if not ok:
+        _warn(f"scan cache {path} is {why}; scanning again")
+        path.unlink(missing_ok=True)
+        return None
+    return scores
+
+
+def _labels(dataset, ids: Sequence[int]) -> Tensor:
+    """Labels (n, C) of the samples ``ids`` (without decoding their images when the dataset
+    holds a label tensor)."""
+    labels = getattr(dataset, "labels", None)
+    if isinstance(labels, Tensor):
+        return labels[torch.as_tensor(list(ids), dtype=torch.long)].float()
+    return _fetch(dataset, ids)[1]
 
 
 def _settings(config: ExperimentConfig, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -683,7 +743,9 @@ def run(
     if plan_path.exists() and not (force and shard is not None):
         eligible = _check_plan(_read_json(plan_path, "plan"), dataset, identity, plan_path)
     else:
-        eligible = select_eligible(model, dataset, config, box=box)
+        attack = config.attack(model, box)
+        cache = scan_cache(root or results_root(), context["victim"], identity, attack, config.device)
+        eligible = select_eligible(model, dataset, config, box=box, cache=cache)
         where = f"{context['split'] or 'the dataset'} ({len(dataset)} samples)"
         if not eligible:
             what = (f"classes={list(config.classes)}" if config.scheme == "global"
