@@ -94,3 +94,24 @@ def test_round_trip_through_yaml(tmp_path):
     path = tmp_path / "copy.yaml"
     path.write_text(yaml.safe_dump(profile.to_dict()))
     assert load_profile(path) == profile
+
+
+def test_a_method_budget_replaces_max_iter_for_that_method_only():
+    from tkmia.experiments import grid_configs
+
+    prof = load_profile("default", attack={"max_iter_by_method": {"kfool": 40}})
+    assert prof.attack.budget("kfool") == 40 and prof.attack.budget("tkmia") == prof.attack.max_iter
+    assert load_profile("default").attack.max_iter_by_method == {}
+    assert "max_iter_by_method" not in load_profile("default").to_dict()["attack"]  # cache keys stay
+    assert prof.replace().attack.max_iter_by_method == {"kfool": 40}
+    photos = {c.method: c.resolve(load_profile("photos")).max_iter
+              for c in grid_configs("photos", schemes=["global"])}
+    assert photos == {"tkmia": 300, "tkml_ap_u": 300, "ml_cw_u": 300, "kfool": 100}
+
+
+@pytest.mark.parametrize("budgets, match", [({"kfoo": 9}, "max_iter_by_method key='kfoo'"),
+                                            ({"kfool": 0}, r"max_iter_by_method.kfool=0; expected >= 1"),
+                                            ({"kfool": 2.5}, "expected an integer")])
+def test_a_bad_method_budget_is_named(budgets, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        load_profile("default", attack={"max_iter_by_method": budgets})

@@ -160,7 +160,7 @@ class ExperimentConfig:
             "n_pert": sel.random.n_pert,
             "del_n": sel.random.del_n,
             "lr": att.lr,
-            "max_iter": att.max_iter,
+            "max_iter": att.budget(self.method),
             "weight_decay": att.weight_decay,
             "n_samples": att.n_samples,
             "batch_size": att.batch_size,

@@ -96,6 +96,13 @@ class AttackConfig:
     box: tuple[float, float]
     batch_size: int
     n_samples: int
+    #: the iteration budget of the named methods in place of ``max_iter`` (e.g. ``{kfool: 100}``:
+    #: kFool takes k + 1 backward passes a step); empty: every method has ``max_iter``
+    max_iter_by_method: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def budget(self, method: str) -> int:
+        """The iteration budget of ``method``: its ``max_iter_by_method`` entry, else ``max_iter``."""
+        return self.max_iter_by_method.get(method, self.max_iter)
 
 
 @dataclass(frozen=True)
@@ -141,9 +148,9 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain YAML-ready data (tuples become lists).
 
-        ``dataset.setting``, ``dataset.mean_labels``, ``model.frozen_blocks`` and ``train.init`` are
-        left out at their defaults (None, None, 0, None), so that the cache keys of the profiles that
-        do not use them stay what they were.
+        ``dataset.setting``, ``dataset.mean_labels``, ``model.frozen_blocks``, ``train.init`` and
+        ``attack.max_iter_by_method`` are left out at their defaults (None, None, 0, None, empty), so
+        that the cache keys of the profiles that do not use them stay what they were.
         """
         data = _plain(dataclasses.asdict(self))
         if data["dataset"]["setting"] is None:
@@ -154,6 +161,8 @@ class Profile:
             del data["model"]["frozen_blocks"]
         if data["train"]["init"] is None:
             del data["train"]["init"]
+        if not data["attack"]["max_iter_by_method"]:
+            del data["attack"]["max_iter_by_method"]
         return data
 
     def replace(self, **overrides: Any) -> Profile:
@@ -302,6 +311,10 @@ def _validate(p: Profile) -> None:
                          "set it to null")
     for m in p.grid.methods:
         _choice("grid.methods", m, METHODS)
+    for m, budget in p.attack.max_iter_by_method.items():
+        _choice("attack.max_iter_by_method key", m, METHODS)
+        if budget < 1:
+            raise ValueError(f"attack.max_iter_by_method.{m}={budget!r}; expected >= 1")
     for s in p.grid.schemes:
         _choice("grid.schemes", s, SCHEMES)
     n_classes = NUM_CLASSES[p.dataset.name]
