@@ -65,3 +65,19 @@ def test_bad_k_is_named(k, match: str) -> None:
     scores, labels = _data()
     with pytest.raises(ValueError, match=match):
         victim_card(nn.Flatten(), _Scores(scores, labels), k=k)
+
+
+def test_a_card_from_given_scores_is_the_card_from_the_model() -> None:
+    scores, labels = _data()
+
+    class Never(nn.Module):
+        def forward(self, x):
+            raise AssertionError("the card scored the images although it was given their scores")
+
+    from_model = victim_card(nn.Flatten(), _Scores(scores, labels), k=2)
+    given = victim_card(Never(), _Scores(scores, labels), k=2, scored=(scores, labels))
+    assert {key: v for key, v in given.items() if key != "per_class"} == {
+        key: v for key, v in from_model.items() if key != "per_class"}
+    assert given["per_class"].equals(from_model["per_class"])
+    with pytest.raises(ValueError, match=r"scored holds scores \(29, 4\)"):
+        victim_card(Never(), _Scores(scores, labels), k=2, scored=(scores[:29], labels[:29]))

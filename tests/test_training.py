@@ -9,16 +9,17 @@ import torch
 import yaml
 
 from tkmia import cli
-from tkmia.data import MultiShapes
+from tkmia.data import MultiShapes, load_dataset
 from tkmia.models import CompactCNN
 from tkmia.profiles import load_profile
 from tkmia.training import (
     class_average_precision,
     evaluate,
     mean_average_precision,
+    predict,
     train_model,
 )
-from tkmia.victims import load_victim, victim_dir, victim_key
+from tkmia.victims import eval_scores, load_victim, victim_dir, victim_key
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -114,6 +115,22 @@ def test_victim_cache_trains_once_then_loads(tiny_profile, tmp_path):
     # a different training config is a different victim; the attack section is not part of it
     assert victim_key(tiny_profile.replace(train__epochs=3)) != victim_key(tiny_profile)
     assert victim_key(tiny_profile.replace(attack__k=2)) == victim_key(tiny_profile)
+
+
+def test_the_victim_keeps_the_scores_its_training_computed_on_the_test_split(tiny_profile):
+    model, meta = load_victim(tiny_profile, progress=False)
+    test = load_dataset(tiny_profile, "test")
+    scores, labels = eval_scores(tiny_profile, test)
+    fresh_scores, fresh_labels = predict(model, test)
+    assert torch.equal(scores, fresh_scores) and torch.equal(labels, fresh_labels)
+    assert meta["eval"]["map"] == pytest.approx(evaluate(model, test, k=3)["map"], abs=0)
+    # another split, or another dataset with the same length, has none
+    assert eval_scores(tiny_profile, load_dataset(tiny_profile, "val")) is None
+    other = load_dataset(tiny_profile.replace(dataset__seed=5), "test")
+    assert len(other) == len(test) and eval_scores(tiny_profile, other) is None
+    # a damaged file is no answer (the caller scores the split itself)
+    (victim_dir(tiny_profile) / "eval_scores.pt").write_bytes(b"broken")
+    assert eval_scores(tiny_profile, test) is None
 
 
 def test_cli_train_and_data_show(tiny_profile, tmp_path, capsys):

@@ -32,7 +32,15 @@ from tkmia.data import load_dataset
 from tkmia.finetune import finetune_frozen
 from tkmia.models import build_model
 from tkmia.profiles import Profile, load_profile
-from tkmia.training import check_device, evaluate, load_checkpoint, save_checkpoint, train_model
+from tkmia.training import (
+    check_device,
+    evaluate,
+    load_checkpoint,
+    predict,
+    save_checkpoint,
+    score_summary,
+    train_model,
+)
 
 
 def training_config(profile: Profile) -> dict[str, Any]:
@@ -121,7 +129,8 @@ def train_victim(
     else:
         eval_set = load_dataset(profile, profile.dataset.eval_split, data_root)
     start = time.perf_counter()
-    metrics = evaluate(model, eval_set, k=profile.attack.k, device=device)
+    scores, labels = predict(model, eval_set, device=device)
+    metrics = score_summary(scores, labels, profile.attack.k)
     metadata = {
         "profile": profile.name,
         "key": victim_key(profile),
@@ -146,9 +155,37 @@ def train_victim(
     folder.mkdir(parents=True, exist_ok=True)
     for epoch, state in result.snapshots.items():  # before metadata.json, which marks the entry complete
         atomic_write(folder / _snapshot_name(epoch), lambda p, state=state: torch.save(state, p))
+    payload = {"scores": scores, "labels": labels, "checksum": eval_set.checksum}
+    atomic_write(folder / _EVAL_SCORES, lambda p: torch.save(payload, p))
     save_checkpoint(model, folder, metadata)
     model.to(device)
     return model.eval(), json.loads((victim_dir(profile) / "metadata.json").read_text())
+
+
+_EVAL_SCORES = "eval_scores.pt"
+
+
+def eval_scores(profile: Profile | str, dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The scores and labels, (N, C) each on the CPU, that the victim's training computed on its
+    evaluation split, when ``dataset`` is that split (same ``checksum``); else None (then score it).
+
+    They are :func:`tkmia.training.predict`'s at its default batch size, so whoever needs the
+    victim's scores on its test split (a victim card, a per-class table) need not compute them again.
+    """
+    if not isinstance(profile, Profile):
+        profile = load_profile(profile)
+    path = victim_dir(profile) / _EVAL_SCORES
+    checksum = getattr(dataset, "checksum", None)
+    if checksum is None or not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, weights_only=True)
+        scores, labels = payload["scores"], payload["labels"]
+        ok = (payload["checksum"] == checksum and scores.shape == labels.shape
+              and scores.shape[0] == len(dataset) and bool(torch.isfinite(scores).all()))
+    except Exception:  # a damaged file: the caller scores the split itself  # noqa: BLE001
+        return None
+    return (scores, labels) if ok else None
 
 
 def _snapshot_name(epoch: int) -> str:

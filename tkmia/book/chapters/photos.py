@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from tkmia import experiments, report
@@ -34,7 +34,7 @@ from tkmia.metrics import WATCHED_MEASURES, topk_mask
 from tkmia.profiles import Profile, load_profile
 from tkmia.selection import spare_rank
 from tkmia.training import class_average_precision, predict, score_summary
-from tkmia.victims import load_victim
+from tkmia.victims import eval_scores, load_victim
 
 #: The book's names of the photos victims (:func:`photos_profiles`).
 VICTIMS = ("novel objects", "novel scenes", "from scratch")
@@ -96,6 +96,8 @@ def victim_card(
     k: int = 3,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    *,
+    scored: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Test mAP, mean P@k and per-class AP of ``model`` on ``dataset`` (a photos split).
 
@@ -105,6 +107,9 @@ def victim_card(
             (``class 0``, ``class 1``, ... when it has none).
         k: the P@k cut-off (the profile's ``attack.k``).
         batch_size, device: as in :func:`tkmia.training.predict`.
+        scored: ``(scores, labels)`` (N, C) each, the model's on ``dataset`` as
+            :func:`tkmia.training.predict` gives them (e.g. :func:`tkmia.victims.eval_scores`,
+            from the victim's training); None: computed here.
 
     Returns:
         ``{"map", "precision_at_k", "k", "n_images", "per_class"}``; ``per_class`` is a pandas
@@ -118,7 +123,13 @@ def victim_card(
         raise ValueError(f"k={k!r}; expected a positive int (the profile's attack.k)")
     if len(dataset) == 0:
         raise ValueError("dataset is empty; pass a split with at least one image")
-    scores, labels = predict(model, dataset, batch_size, device)
+    if scored is None:
+        scores, labels = predict(model, dataset, batch_size, device)
+    else:
+        scores, labels = scored
+        if scores.shape[0] != len(dataset) or scores.shape != labels.shape:
+            raise ValueError(f"scored holds scores {tuple(scores.shape)} and labels {tuple(labels.shape)}; "
+                             f"expected two (N, C) tensors with N = len(dataset) = {len(dataset)}")
     n_classes = scores.shape[1]
     if k > n_classes:
         raise ValueError(f"k={k!r}; expected <= the number of classes ({n_classes})")
@@ -182,11 +193,13 @@ def victim_cards(
     device: str = "cpu",
 ) -> dict[str, dict[str, Any]]:
     """:func:`victim_card` of each victim of :func:`load_photos_victims` on its own setting's
-    evaluation split, at its profile's ``attack.k``: ``name -> card``."""
+    evaluation split, at its profile's ``attack.k``: ``name -> card`` (from the scores the
+    victim's training computed on that split, when its cache entry holds them)."""
     cards = {}
     for name, (model, _, variant) in victims.items():
         test = load_dataset(variant, variant.dataset.eval_split, root=data_root)
-        cards[name] = victim_card(model, test, k=variant.attack.k, device=device)
+        cards[name] = victim_card(model, test, k=variant.attack.k, device=device,
+                                  scored=eval_scores(variant, test))
     return cards
 
 
