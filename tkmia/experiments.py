@@ -13,6 +13,7 @@ Book chapters "Global selection scheme", "Random selection scheme", "Sensitivity
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -745,9 +746,17 @@ def run(
     else:
         attack = config.attack(model, box)
         cache = scan_cache(root or results_root(), context["victim"], identity, attack, config.device)
+        created = [p for p in (cache.parent.parent, cache.parent, cache) if not p.exists()]
         eligible = select_eligible(model, dataset, config, box=box, cache=cache)
         where = f"{context['split'] or 'the dataset'} ({len(dataset)} samples)"
         if not eligible:
+            # a run that fails writes nothing: drop the scan cache this call created
+            for p in reversed(created):
+                if p.is_dir():
+                    with contextlib.suppress(OSError):  # another run's scan may have landed there
+                        p.rmdir()
+                else:
+                    p.unlink(missing_ok=True)
             what = (f"classes={list(config.classes)}" if config.scheme == "global"
                     else f"n_pert={config.n_pert}, del_n={config.del_n}")
             raise ValueError(f"no sample of {where} is eligible for {config.method} {config.scheme} "
