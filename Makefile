@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_attack.py
 	$(BIN)/python benchmarks/bench_experiment.py
+	$(BIN)/python benchmarks/bench_runner.py
 
 # Execute notebooks/*.ipynb with papermill into book/chapters/ (only those whose notebook, tkmia
 # sources or parameters changed since the last run), then render them with Jupyter Book,
