@@ -12,8 +12,9 @@ student versions and grades what comes back:
 - :func:`configure_course` is the course's nbgrader configuration (``classroom/nbgrader_config.py``
   calls it): the MyST-to-Markdown step of the student versions (:func:`plain_markdown`), the
   per-cell timeout, the gradebook export (student × question points);
-- :func:`assign` writes the student versions, :func:`grade` grades a plain folder of
-  ``<student>/<notebook>.ipynb`` (``tkmia classroom assign|grade``).
+- :func:`assign` writes the student versions (``tkmia classroom assign``);
+  :mod:`tkmia.book.grading` grades what comes back, each submission in a sandbox
+  (``tkmia classroom grade``).
 
 Example:
     >>> check_equal(my_precision_at_k, tkmia.metrics.precision_at_k, measure_cases(8, seed=0))
@@ -34,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,6 @@ __all__ = [
     "configure_course",
     "build_course",
     "assign",
-    "grade",
-    "Grading",
 ]
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -896,114 +894,6 @@ def assign(out_dir: str | Path = "assignments", source_dir: str | Path = _REPO /
             shutil.copyfile(course / "release" / name / f"{name}.ipynb", target)
             written.append(target)
     return written
-
-
-@dataclasses.dataclass
-class Grading:
-    """What :func:`grade` wrote: the gradebook CSV, the feedback folder, the report lines (one per
-    anomaly: missing, empty or unreadable notebook, deleted or edited test cell, failed grading) and
-    the wall-clock seconds of the whole cycle."""
-
-    gradebook: Path
-    feedback: Path
-    report: list[str]
-    seconds: float
-
-
-def _cells_by_id(nb: dict) -> dict[str, dict]:
-    return {c["metadata"]["nbgrader"]["grade_id"]: c for c in nb.get("cells", [])
-            if "grade_id" in c.get("metadata", {}).get("nbgrader", {})}
-
-
-def _inspect(path: Path, release: dict, student: str, name: str) -> list[str]:
-    """Report lines for one submission compared with the released notebook."""
-    try:
-        nb = json.loads(path.read_text())
-        cells = nb["cells"]
-    except (ValueError, KeyError, TypeError) as err:
-        return [f"{student}/{name}.ipynb: unreadable notebook ({type(err).__name__}): nbgrader cannot "
-                "grade it, it scores 0"]
-    if not cells:
-        return [f"{student}/{name}.ipynb: empty notebook (no cells): nbgrader adds the test cells back, "
-                "they fail, it scores 0"]
-    lines, mine = [], _cells_by_id(nb)
-    for grade_id, cell in _cells_by_id(release).items():
-        info = cell["metadata"]["nbgrader"]
-        if grade_id not in mine:
-            kind = "test" if info.get("grade") else "solution" if info.get("solution") else "locked"
-            what = ("nbgrader adds it back and grades it" if info.get("grade")
-                    else "its code is missing when the notebook runs")
-            lines.append(f"{student}/{name}.ipynb: {kind} cell {grade_id!r} deleted: {what}")
-        elif info.get("locked") and "".join(mine[grade_id]["source"]) != "".join(cell["source"]):
-            lines.append(f"{student}/{name}.ipynb: locked cell {grade_id!r} edited: nbgrader restores it "
-                         "from the gradebook (checksum) before grading")
-    return lines
-
-
-def grade(submissions: str | Path, out_dir: str | Path, source_dir: str | Path = _REPO / "notebooks",
-          timeout: int = 30, course_dir: str | Path | None = None) -> Grading:
-    """Grade a plain folder ``submissions/<student>/<notebook>.ipynb`` with nbgrader.
-
-    Builds an nbgrader course (``course_dir``, a temporary one when None) from the exercise
-    notebooks, generates the assignments the submissions name, registers the students, then runs
-    ``nbgrader autograde``, ``generate_feedback`` and ``export``. Writes into ``out_dir``:
-    ``gradebook.csv`` (one row per student, one column per question, ``total``, ``max_score``),
-    ``feedback/<student>/<notebook>.html`` and ``report.txt`` (the report lines).
-
-    Args:
-        timeout: seconds a cell may run (an infinite loop is interrupted and its check scores 0).
-
-    Raises:
-        FileNotFoundError: ``submissions`` has no ``<student>/<exercise notebook>.ipynb``.
-    """
-    start = time.perf_counter()
-    submissions, out = Path(submissions), Path(out_dir)
-    known = {p.stem for p in exercise_notebooks(source_dir)}
-    students = sorted(p.name for p in submissions.iterdir() if p.is_dir()) if submissions.is_dir() else []
-    report = [f"{s}/{p.name}: not an exercise notebook ({', '.join(sorted(known))}): ignored"
-              for s in students for p in sorted((submissions / s).glob("*.ipynb")) if p.stem not in known]
-    ids = sorted({p.stem for s in students for p in (submissions / s).glob("*.ipynb")} & known)
-    if not ids:
-        raise FileNotFoundError(f"no <student>/<exercise notebook>.ipynb in {submissions.resolve()}; "
-                                f"the exercise notebooks are {sorted(known)}")
-    with tempfile.TemporaryDirectory(prefix="tkmia-course-") as scratch:
-        course = Path(course_dir) if course_dir is not None else Path(scratch)
-        build_course(course, source_dir, ids, timeout=timeout)
-        _nbgrader(course, "generate_assignment", "*", "--force")
-        roster = course / "students.csv"
-        roster.write_text("id\n" + "".join(f"{s}\n" for s in students))
-        _nbgrader(course, "db", "student", "import", str(roster))
-        for name in ids:
-            release = json.loads((course / "release" / name / f"{name}.ipynb").read_text())
-            for student in students:
-                path = submissions / student / f"{name}.ipynb"
-                if not path.exists():
-                    report.append(f"{student}/{name}.ipynb: missing: it scores 0")
-                    continue
-                lines = _inspect(path, release, student, name)
-                report += lines
-                if lines and "unreadable" in lines[0]:
-                    continue
-                target = course / "submitted" / student / name / f"{name}.ipynb"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-        _nbgrader(course, "autograde", "*", "--force", check=False)  # goes on past a failing notebook
-        _nbgrader(course, "generate_feedback", "*", "--force", check=False)
-        for name in ids:
-            for student in students:
-                graded = course / "autograded" / student / name / f"{name}.ipynb"
-                if (course / "submitted" / student / name).exists() and not graded.exists():
-                    report.append(f"{student}/{name}.ipynb: nbgrader could not grade it: it scores 0")
-                html = course / "feedback" / student / name / f"{name}.html"
-                if html.exists():
-                    (out / "feedback" / student).mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(html, out / "feedback" / student / f"{name}.html")
-        out.mkdir(parents=True, exist_ok=True)
-        gradebook = out / "gradebook.csv"
-        _nbgrader(course, "export", "--to", str(gradebook.resolve()))
-    (out / "report.txt").write_text("".join(f"{line}\n" for line in report))
-    (out / "feedback").mkdir(parents=True, exist_ok=True)
-    return Grading(gradebook, out / "feedback", report, time.perf_counter() - start)
 
 
 _install_check_display()

@@ -11,7 +11,7 @@ lays it out) in a fresh ``python -m tkmia.book.sandbox`` under ``bwrap``:
 - limits on address space, CPU seconds, file size, open files and (run as an unprivileged user:
   root drops to ``nobody`` first) processes; the whole process tree ends with the sandbox (PID
   namespace, ``--die-with-parent``), on time-out too;
-- the cells and the calls come in on standard input, results go out on file descriptor 3 as
+- the cells and the calls come in on standard input, results go out on an inherited pipe as
   length-prefixed ``torch.save`` messages of plain data (tensors, numbers, strings, tuples, lists,
   dicts), read back with ``torch.load(weights_only=True)``: nothing a student writes can run code
   in the grader. Nothing is written to disk on either side.
@@ -50,6 +50,8 @@ _CALLABLE, _DATACLASS, _OPAQUE, _STUDENT = "__tkmia_callable__", "__tkmia_datacl
     "__tkmia_student__"
 _FRAME = struct.Struct(">Q")
 _OUTPUT_LIMIT = 20_000  # characters of printed output kept per cell
+_START_SECONDS = 60.0  # for Python and torch to start, before the first cell's time-out counts
+_GRACE_SECONDS = 10.0  # past a cell's time-out before a cell that ignores its interruption is killed
 
 
 class CellTimeoutError(Exception):
@@ -103,7 +105,8 @@ def encode(value: Any, depth: int = 0) -> Any:
         tensor = value.detach()
         if tensor.layout != torch.strided:
             tensor = tensor.to_dense()
-        return torch.Tensor(tensor.cpu().clone()) if type(tensor) is not torch.Tensor else tensor.cpu().clone()
+        tensor = tensor.cpu().clone()
+        return tensor if type(tensor) is torch.Tensor else torch.Tensor(tensor)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, tuple | list):
@@ -291,8 +294,9 @@ def run_cells(cells: Sequence[dict], timeout: int, limits: Limits = Limits(),
     """Run ``cells`` (``{"kind": "code", "source": str}`` or ``{"kind": "answers", "slot": int,
     "calls": [(name, args, kwargs), ...]}``, arguments :func:`encode`-d) in a fresh sandbox.
 
-    Each cell gets ``timeout`` seconds; the whole run ``total_seconds`` (default: ``timeout`` per
-    cell plus 60 s to start), after which the sandbox and all it started are killed.
+    Each cell gets ``timeout`` seconds (an alarm inside); a cell that outlives it by 10 s (it caught
+    the alarm), or the whole run past ``total_seconds`` (default: ``timeout`` per cell plus 60 s to
+    start), gets the sandbox and all it started killed.
     Raises ``RuntimeError`` when bwrap is missing or cannot start.
     """
     missing = available()
@@ -302,7 +306,7 @@ def run_cells(cells: Sequence[dict], timeout: int, limits: Limits = Limits(),
     job = io.BytesIO()
     torch.save({"cells": list(cells), "timeout": int(timeout)}, job, pickle_protocol=pickle.HIGHEST_PROTOCOL)
     read_end, write_end = os.pipe()
-    start = time.perf_counter()
+    start, start_clock = time.perf_counter(), time.monotonic()
     try:
         process = subprocess.Popen(
             _command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -315,6 +319,7 @@ def run_cells(cells: Sequence[dict], timeout: int, limits: Limits = Limits(),
     # bwrap keeps the inherited descriptor under its number: the job says which it is
     reply, too_much = bytearray(), threading.Event()
     cap = limits.reply_mb << 20
+    last = [time.monotonic() + _START_SECONDS]  # when the last message came (the first may take longer)
 
     def read_reply() -> None:
         with os.fdopen(read_end, "rb", buffering=0) as stream:
@@ -324,6 +329,7 @@ def run_cells(cells: Sequence[dict], timeout: int, limits: Limits = Limits(),
                     _kill(process)
                     return
                 reply.extend(chunk)
+                last[0] = time.monotonic()
 
     errors = bytearray()
 
@@ -341,12 +347,21 @@ def run_cells(cells: Sequence[dict], timeout: int, limits: Limits = Limits(),
         process.stdin.close()
     except BrokenPipeError:
         pass
-    timed_out = False
+    timed_out = stuck = False
     try:
-        process.wait(timeout=total)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill(process)
+        while process.poll() is None:
+            now = time.monotonic()
+            if now - start_clock > total:
+                timed_out = True
+            elif now - last[0] > timeout + _GRACE_SECONDS:
+                stuck = True
+            if timed_out or stuck:
+                _kill(process)
+                break
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            _kill(process)
         process.wait()
     for thread in readers:
         thread.join(timeout=10)
@@ -357,6 +372,9 @@ def run_cells(cells: Sequence[dict], timeout: int, limits: Limits = Limits(),
         stopped = f"it sent back more than {limits.reply_mb} MiB"
     elif timed_out:
         stopped = f"it ran longer than {total:.0f} s in all and was killed"
+    elif stuck:
+        stopped = (f"a cell ran past its {timeout} s time-out and did not stop when interrupted, so the "
+                   "sandbox was killed")
     elif unreadable:
         stopped = unreadable
     elif not done:
@@ -365,8 +383,10 @@ def run_cells(cells: Sequence[dict], timeout: int, limits: Limits = Limits(),
         if text.startswith("bwrap:"):
             raise RuntimeError(f"the sandbox could not start ({text.splitlines()[0]}); grading needs "
                                "user namespaces (bubblewrap) on this machine")
-        stopped = (f"its process was killed by signal {-code} ({signal.Signals(-code).name})"
-                   if code is not None and code < 0 and -code in signal.valid_signals()
+        number = -code if code is not None and code < 0 else code - 128 if code and code > 128 else 0
+        names = {int(sig): sig.name for sig in signal.Signals}
+        stopped = (f"its process was killed by signal {number} ({names.get(number, 'real-time')})"
+                   if 0 < number < 65  # bwrap exits 128 + n for a child killed by signal n
                    else f"its process ended early (exit status {code})")
     if done:
         messages = messages[:-1]

@@ -3,10 +3,10 @@
 ``tkmia classroom assign --out assignments`` writes the student versions (``nbgrader
 generate_assignment``: solutions and hidden tests removed, MyST turned into plain Markdown).
 ``tkmia classroom grade SUBMISSIONS --out DIR`` grades a plain folder of
-``<student>/<notebook>.ipynb`` (``nbgrader autograde``, ``generate_feedback``, ``export`` in a
-temporary course) into ``DIR/gradebook.csv`` (one row per student, one column per question),
-``DIR/feedback/<student>/<notebook>.html`` and ``DIR/report.txt`` (missing, empty or tampered
-notebooks).
+``<student>/<notebook>.ipynb``, each submission in its own bubblewrap sandbox, the verdicts decided
+outside it, into ``DIR/gradebook.csv`` (one row per student, one column per question),
+``DIR/feedback/<student>/<notebook>.html`` and ``DIR/report.txt`` (missing, unreadable or tampered
+notebooks, stopped sandboxes).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                        help="folder for gradebook.csv, feedback/ and report.txt")
     grade.add_argument("--timeout", type=int, default=30,
                        help="seconds a cell may run before it is stopped and its check scores 0 (default 30)")
+    grade.add_argument("--memory", type=int, default=2048,
+                       help="MiB each submission's process may allocate (default 2048)")
     grade.add_argument("--source", type=Path, default=NOTEBOOKS,
                        help="folder of the exercise notebooks (default notebooks/)")
     grade.set_defaults(func=run_grade)
@@ -56,12 +58,16 @@ def run_assign(args: argparse.Namespace) -> int:
 
 
 def run_grade(args: argparse.Namespace) -> int:
-    from tkmia.book.classroom import grade
+    from tkmia.book.grading import grade
+    from tkmia.book.sandbox import Limits
 
     if args.timeout < 1:
         raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.memory < 512:
+        raise ValueError(f"--memory must be at least 512 (MiB; torch alone takes ~800), got {args.memory}")
     try:
-        result = grade(args.submissions, args.out, source_dir=args.source, timeout=args.timeout)
+        result = grade(args.submissions, args.out, source_dir=args.source, timeout=args.timeout,
+                       limits=Limits(memory_mb=args.memory), progress=lambda line: print(line, flush=True))
     except RuntimeError as err:
         print(f"tkmia classroom grade: error: {err}", file=sys.stderr)
         return 1
