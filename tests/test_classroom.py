@@ -4,7 +4,6 @@ and the checks their cells run."""
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from tkmia import metrics, relaxation
-from tkmia.book import classroom
+from tkmia.book import classroom, grading
 from tkmia.book.runner import execute_notebook, tiny_parameters
 from tkmia.cli import main as cli_main
 
@@ -288,7 +287,7 @@ RAISES = "def precision_at_k(scores, labels, k):\n    raise ValueError(f'my prec
 def test_the_teacher_cycle_grades_five_submissions(student_versions, tmp_path):
     """Five submissions of 14a: complete, untouched, wrong for k = 5 (mAP), raising (P@k), looping
     forever (mAP, stopped by the timeout); plus a student who submitted nothing and one who deleted
-    a test cell and edited another (nbgrader restores both)."""
+    a test cell and edited another (both are graded as handed out)."""
     student = student_versions["14a_exercise_measures"]
     name = student.name
     subs = tmp_path / "submissions"
@@ -309,7 +308,7 @@ def test_the_teacher_cycle_grades_five_submissions(student_versions, tmp_path):
         nbformat.write(nb, subs / who / name)
     (subs / "f_missing").mkdir()
 
-    result = classroom.grade(subs, tmp_path / "graded", timeout=10)
+    result = grading.grade(subs, tmp_path / "graded", timeout=10)
 
     rows = list(csv.reader(result.gradebook.open()))
     assert rows == [
@@ -324,41 +323,56 @@ def test_the_teacher_cycle_grades_five_submissions(student_versions, tmp_path):
     ]
     assert result.report == [
         "f_missing/14a_exercise_measures.ipynb: missing: it scores 0",
-        "g_tampered/14a_exercise_measures.ipynb: locked cell 'measures-precision' edited: nbgrader restores "
-        "it from the gradebook (checksum) before grading",
-        "g_tampered/14a_exercise_measures.ipynb: test cell 'measures-map' deleted: nbgrader adds it back "
-        "and grades it",
+        "g_tampered/14a_exercise_measures.ipynb: locked cell 'measures-precision' edited: the handed-out "
+        "version is graded",
+        "g_tampered/14a_exercise_measures.ipynb: test cell 'measures-map' deleted: its checks are graded "
+        "all the same",
     ]
     assert (tmp_path / "graded" / "report.txt").read_text().splitlines() == result.report
     feedback = {who: (result.feedback / who / "14a_exercise_measures.html").read_text()
                 for who in fake}
     assert "my precision is broken for k = 1" in feedback["d_raises"]
     assert "CheckFailed" in feedback["d_raises"] and "CheckFailed" in feedback["c_wrong_map"]
-    assert not [who for who, page in feedback.items() if "tkmia/classroom.py" in page]  # no library frames
+    assert not [who for who, page in feedback.items() if "classroom.py" in page]  # no library frames
+    assert not [who for who, page in feedback.items() if "hidden_cases" in page]  # no hidden test code
     assert re.search(r"map_at_k disagrees with tkmia.metrics.map_at_k on case \d+", feedback["c_wrong_map"])
     assert "k = 5" in feedback["c_wrong_map"]
-    assert "KeyboardInterrupt" in feedback["e_loops"] or "Timeout" in feedback["e_loops"]
+    assert "map_at_k ran longer than 10 s" in feedback["e_loops"]
     assert not (result.feedback / "f_missing").exists()
     assert result.seconds > 0
     print(f"graded {len(fake)} submissions in {result.seconds:.1f} s")
 
 
-def test_the_report_names_unreadable_empty_and_tampered_notebooks(tmp_path):
+def test_the_report_names_empty_and_tampered_notebooks():
     locked = {"grade_id": "t", "grade": True, "solution": False, "locked": True, "points": 1}
-    release = {"cells": [
+    solution = {"grade_id": "s", "grade": False, "solution": True, "locked": False}
+    cells = [
         {"cell_type": "code", "source": "def f():\n    raise NotImplementedError()",
-         "metadata": {"nbgrader": {"grade_id": "s", "grade": False, "solution": True, "locked": False}}},
-        {"cell_type": "code", "source": "assert f() == 1", "metadata": {"nbgrader": locked}},
-    ]}
-    path = tmp_path / "nb.ipynb"
-    path.write_text("not json")
-    assert classroom._inspect(path, release, "ann", "nb") == [
-        "ann/nb.ipynb: unreadable notebook (JSONDecodeError): nbgrader cannot grade it, it scores 0"]
-    path.write_text('{"cells": []}')
-    assert "empty notebook (no cells)" in classroom._inspect(path, release, "ann", "nb")[0]
-    edited = {"cells": [{**release["cells"][1], "source": "pass"}]}
-    path.write_text(json.dumps(edited))
-    assert classroom._inspect(path, release, "ann", "nb") == [
+         "metadata": {"nbgrader": solution}},
+        {"cell_type": "code", "metadata": {"nbgrader": locked},
+         "source": "assert f() == 1\n### BEGIN HIDDEN TESTS\nassert f()\n### END HIDDEN TESTS\n"},
+    ]
+    plan = grading.Plan("nb", cells, ["f"], [])
+    assert grading._inspect({"cells": "no"}, plan, "ann/nb.ipynb") == [
+        "ann/nb.ipynb: unreadable notebook (no list of cells): it scores 0"]
+    assert "empty notebook (no cells)" in grading._inspect({"cells": []}, plan, "ann/nb.ipynb")[0]
+    handed_out = {"cells": [cells[0], {**cells[1], "source": "assert f() == 1\n"}]}
+    assert grading._inspect(handed_out, plan, "ann/nb.ipynb") == []
+    edited = {"cells": [{**cells[1], "source": "pass"}]}
+    assert grading._inspect(edited, plan, "ann/nb.ipynb") == [
         "ann/nb.ipynb: solution cell 's' deleted: its code is missing when the notebook runs",
-        "ann/nb.ipynb: locked cell 't' edited: nbgrader restores it from the gradebook (checksum) "
-        "before grading"]
+        "ann/nb.ipynb: locked cell 't' edited: the handed-out version is graded"]
+
+
+@pytest.mark.slow
+def test_hidden_tests_are_removed_as_nbgrader_removes_them(student_versions):
+    """The grader's idea of a handed-out test cell (released_source) is nbgrader's own."""
+    for name, path in student_versions.items():
+        released = {_nbgrader(c)["grade_id"]: c.source for c in nbformat.read(path, as_version=4).cells
+                    if _nbgrader(c).get("grade")}
+        source = {_nbgrader(c)["grade_id"]: c.source for c in nbformat.read(ROOT / "notebooks" / path.name,
+                                                                           as_version=4).cells
+                  if _nbgrader(c).get("grade")}
+        assert released.keys() == source.keys(), name
+        for grade_id, text in source.items():
+            assert grading._same_code(grading.released_source(text), released[grade_id]), grade_id
