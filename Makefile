@@ -13,7 +13,7 @@ DATA_ROOT ?=
 # The rerun that `make report` renders (the browser check looks at it): one chapter, tiny parameters.
 REPORT_RUN ?= notebooks/02_measures.ipynb -p k 2 -p num_classes 6 -p seed 1
 
-.PHONY: help install test lint book notebooks bench clean browser-check assignments lab report photos-data
+.PHONY: help install test lint book notebooks bench clean browser-check assignments lab report photos-data sandbox
 
 help:
 	@echo "make book         execute the notebooks (when changed) and build the book into _build/html"
@@ -26,6 +26,7 @@ help:
 	@echo "make browser-check open every page of the built book in headless Chromium"
 	@echo "make assignments  write student versions of the exercise notebooks to assignments/ (nbgrader)"
 	@echo "make photos-data  download and unpack the photos profile's Debian files into data/sources"
+	@echo "make sandbox      install bubblewrap (grading's sandbox) when missing (apt-get, as root)"
 	@echo "make clean        remove build products (keeps .venv and data/)"
 
 # The install: a venv from $(PYTHON) (>= 3.11), then the package with its book and dev extras.
@@ -44,7 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check tkmia tests benchmarks book/_ext .ci/browser_check.py
 	$(BIN)/lint-imports --no-cache
 
-test: $(STAMP) lint photos-data
+test: $(STAMP) lint photos-data sandbox
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -62,6 +63,14 @@ notebooks: $(STAMP) photos-data
 book: notebooks
 	$(BIN)/jupyter-book build -W --keep-going --quiet .
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+# Grading runs each submission in a bubblewrap sandbox (tkmia/book/sandbox.py): Debian's
+# bubblewrap, installed here when missing and we are root (CI); `make test` grades fake submissions.
+sandbox:
+	@command -v bwrap >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null \
+	    && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null \
+	         || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }; }; } \
+	  || { echo "grading (and make test) needs bubblewrap: apt-get install bubblewrap (as root)"; exit 2; }
 
 # The photos profile's files (tkmia/data/photos.py): Debian's tuxpaint-stamps-default (photo
 # stamps, GPL-2) and scratch (background photos, CC-BY-SA-3.0), about 185 MB, unpacked, not
