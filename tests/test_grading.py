@@ -435,3 +435,14 @@ def test_grade_refuses_an_out_folder_it_did_not_make(tmp_path, capsys):
     with pytest.raises(ValueError, match="Limits.memory_mb must be a positive int"):
         sandbox.Limits(memory_mb=0)
     assert grading.MARKER == ".tkmia-grading"
+
+
+def test_grade_refuses_folders_the_sandbox_would_see(tmp_path, monkeypatch):
+    """Source notebooks or submissions inside a folder every sandbox binds would be readable there."""
+    subs = tmp_path / "subs" / "ann"
+    subs.mkdir(parents=True)
+    (subs / f"{NAME}.ipynb").write_text("{}")
+    monkeypatch.setattr(sandbox, "visible_roots", lambda: [tmp_path])
+    with pytest.raises(RuntimeError, match="the submissions .* lie inside .* which every sandbox sees"):
+        grading.grade(tmp_path / "subs", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -545,6 +545,12 @@ def grade(submissions: str | Path, out_dir: str | Path, source_dir: str | Path =
     missing = sandbox.available()
     if missing:
         raise RuntimeError(missing)
+    for folder, what in ((Path(source_dir), "the source notebooks"), (submissions, "the submissions")):
+        where = folder.resolve()
+        inside = [r for r in sandbox.visible_roots() if r == where or r in where.parents]
+        if inside:
+            raise RuntimeError(f"{what} ({folder}) lie inside {inside[0]}, which every sandbox sees (the "
+                               "Python installation or the tkmia package): move them elsewhere to grade")
     sources = {p.stem: p for p in classroom.exercise_notebooks(source_dir)}
     entries = sorted(submissions.iterdir(), key=lambda p: p.name) if submissions.is_dir() else []
     report = [f"{_shown(p.name)}: a link, not a folder: not graded" for p in entries if p.is_symlink()]

@@ -44,7 +44,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Limits", "Finished", "available", "run_cells", "encode", "decode", "CellTimeoutError"]
+__all__ = ["Limits", "Finished", "available", "visible_roots", "run_cells", "encode", "decode",
+           "CellTimeoutError", "student_reference"]
 
 _CALLABLE, _DATACLASS, _OPAQUE, _STUDENT = "__tkmia_callable__", "__tkmia_dataclass__", "__tkmia_opaque__", \
     "__tkmia_student__"
@@ -212,7 +213,7 @@ def available() -> str | None:
     return None
 
 
-def _python_roots() -> list[Path]:
+def visible_roots() -> list[Path]:
     """The folders the sandbox's Python needs: the interpreter's installation, the environment's
     and the tkmia package's own folder (not the repository around it: the source notebooks live
     there)."""
@@ -244,7 +245,7 @@ def _command() -> list[str]:
     args += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/tmp"]
     made: set[Path] = set()
-    for root in _python_roots():
+    for root in visible_roots():
         if str(root).startswith("/usr/"):
             continue
         for parent in reversed(root.parents[:-1]):  # readable by nobody (bwrap makes them 0700)
