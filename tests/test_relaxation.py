@@ -234,3 +234,17 @@ def test_loss_inputs_of_the_wrong_shape_are_named():
         tkml_ap_u_loss(torch.rand(4), torch.ones(4), 2)
     with pytest.raises(ValueError, match="labels must be a tensor"):
         ml_cw_u_loss(scores, [[1, 0, 0, 0]] * 2)
+
+
+def test_the_loss_refuses_a_specified_set_outside_the_labels():
+    """S ⊆ Y: a specified label that is not a true label is named, not silently turned into a loss."""
+    scores = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    labels = torch.tensor([[1.0, 0, 1, 1], [1.0, 1, 0, 0]])
+    outside = torch.tensor([[0.0, 0, 0, 1], [0.0, 0, 1, 0]])  # row 1 specifies label 2, not a true one
+    with pytest.raises(ValueError, match=r"not true labels in samples \[1\] of 2: S must be a subset of Y"):
+        rx.tkmia_loss(scores, labels, outside, k=2)
+    with pytest.raises(ValueError, match="not true labels"):
+        rx.tkmia_terms(scores, labels, outside, k=2)
+    with pytest.raises(ValueError, match="specified must hold only 0 and 1"):
+        rx.tkmia_loss(scores, labels, outside * 0.5, k=2)
+    rx.tkmia_loss(scores, labels, outside, k=2, validate=False)  # the attacks' inner loop

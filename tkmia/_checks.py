@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["as_int", "as_float", "check_number", "check_scores", "check_k", "check_labels",
-           "check_loss_inputs"]
+           "check_loss_inputs", "check_subset"]
 
 
 def _scalar(value: Any) -> Any:
@@ -118,3 +118,16 @@ def check_loss_inputs(scores: Tensor, **masks: Tensor) -> None:
                 f"{name} must be a tensor of the shape of scores {tuple(scores.shape)}, got "
                 f"{tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__}"
             )
+
+
+def check_subset(specified: Tensor, labels: Tensor) -> None:
+    """``specified`` and ``labels`` hold only 0 and 1, and every specified label is a true label
+    (S ⊆ Y per sample). Reads the tensors back (a device sync on a GPU)."""
+    for name, mask in (("labels", labels), ("specified", specified)):
+        if not torch.equal(mask.bool().to(mask.dtype), mask):
+            raise ValueError(f"{name} must hold only 0 and 1")
+    outside = (specified.bool() & ~labels.bool()).reshape(-1, specified.shape[-1]).any(-1)
+    if outside.any():
+        rows = outside.nonzero().flatten().tolist()
+        raise ValueError(f"specified holds labels that are not true labels in samples {rows[:10]} of "
+                         f"{outside.numel()}: S must be a subset of Y (specified <= labels)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tkmia._checks import as_int, check_loss_inputs
+from tkmia._checks import as_int, check_loss_inputs, check_subset
 
 __all__ = [
     "kth_largest",
@@ -103,7 +103,8 @@ def atk_minimiser(v: Tensor, m: int) -> Tensor:
     return kth_largest(v, m)
 
 
-def tkmia_terms(scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def tkmia_terms(scores: Tensor, labels: Tensor, specified: Tensor, k: int, *,
+                validate: bool = True) -> tuple[Tensor, Tensor]:
     """The two vectors of TkMIA's sub-goals, a and b (book/reference.md).
 
     a_j = max_{s∈S} f_s − f_j   (a_[C−k] ≤ 0  ⇔  no specified label in the top-k),
@@ -111,8 +112,12 @@ def tkmia_terms(scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> tu
 
     A row with an empty S (or an empty Y') has nothing to push out (or pull in): its a (or b)
     is all zeros, so that term of :func:`tkmia_loss` is 0.
-    Shape: scores, labels, specified (N, C) -> a, b (N, C).
+    Shape: scores, labels, specified (N, C) -> a, b (N, C). ``validate=False`` skips the check
+    that S ⊆ Y (a device sync; the attacks check their specification once, before the loop).
     """
+    if validate:
+        check_loss_inputs(scores, labels=labels, specified=specified)
+        check_subset(specified, labels)
     spec = specified.bool()
     rest = labels.bool() & ~spec
     has_spec, has_rest = spec.any(-1, keepdim=True), rest.any(-1, keepdim=True)
@@ -130,6 +135,8 @@ def tkmia_loss(
     specified: Tensor,
     k: int,
     lambdas: tuple[Tensor, Tensor] | None = None,
+    *,
+    validate: bool = True,
 ) -> Tensor:
     """TkMIA's measure loss L(f) = ATk_{C−k}(a) + ATk_k(b), per sample (convex in the scores).
 
@@ -142,6 +149,8 @@ def tkmia_loss(
         specified: S ⊆ Y in {0, 1}, shape (N, C).
         k: the top-k size, 1 ≤ k ≤ C − 1.
         lambdas: optional (λ_a, λ_b), each of shape (N,).
+        validate: check that labels and specified are {0, 1} with S ⊆ Y (reads them back: the
+            attacks, which check their specification once, pass False inside their loop).
     Returns: shape (N,).
 
     Example:
@@ -154,7 +163,7 @@ def tkmia_loss(
     k = as_int(k, "k")
     if not 1 <= k <= num_classes - 1:
         raise ValueError(f"k must be in [1, {num_classes - 1}] for C = {num_classes}, got {k}")
-    a, b = tkmia_terms(scores, labels, specified, k)
+    a, b = tkmia_terms(scores, labels, specified, k, validate=validate)
     if lambdas is None:
         return average_top_k(a, num_classes - k) + average_top_k(b, k)
     if not isinstance(lambdas, tuple | list) or len(lambdas) != 2:

@@ -44,10 +44,10 @@ class TkMIA(Attack):
     def init_aux(self, scores: Tensor, labels: Tensor, specified: Tensor) -> dict[str, Tensor]:
         if self.lambda_mode == "closed_form":
             return {}
-        a, b = tkmia_terms(scores, labels, specified, self.k)
+        a, b = tkmia_terms(scores, labels, specified, self.k, validate=False)
         num_classes = scores.shape[1]
         return {"lam_a": atk_minimiser(a, num_classes - self.k), "lam_b": atk_minimiser(b, self.k)}
 
     def loss(self, scores: Tensor, labels: Tensor, specified: Tensor, aux: dict[str, Tensor]):
         lambdas = (aux["lam_a"], aux["lam_b"]) if aux else None
-        return tkmia_loss(scores, labels, specified, self.k, lambdas)
+        return tkmia_loss(scores, labels, specified, self.k, lambdas, validate=False)
