@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import tempfile
 import traceback
 from pathlib import Path
@@ -105,6 +106,7 @@ def main() -> int:
         lines = printed.getvalue().strip().splitlines()
         tracebacks += status != 2 or len(lines) != 1
         print(f"exit {status}: {name}: {lines[-1][:140] if lines else ''}")
+    shutil.rmtree(scratch)
     print(f"{len(calls) + len(commands)} bad inputs: {tracebacks} tracebacks, {silent} silently wrong")
     return int(bool(tracebacks or silent))
 
