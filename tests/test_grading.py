@@ -418,6 +418,12 @@ def test_encode_decode_round_trip():
     assert type(back[4]).__name__ == "set" and repr(back[4]) == "{1, 2}"
     with pytest.raises(ValueError, match="not a tkmia object"):
         sandbox.decode(("__tkmia_callable__", "os", "system"))
+    forged = sandbox.decode((("__tkmia_callable__", "tkmia.book.grading", "grade"),
+                             ("__tkmia_dataclass__", "tkmia.book.sandbox", "Limits", {"memory_mb": 1})),
+                            untrusted=True)  # what a sandbox sends back rebuilds no function, no config
+    assert type(forged[0]).__name__ == "function" and not callable(forged[0])
+    assert type(forged[1]).__name__ == "Limits" and not isinstance(forged[1], sandbox.Limits)
+    assert isinstance(sandbox.decode(sandbox.encode(spec), untrusted=True), Specification)
 
 
 def test_grade_refuses_an_out_folder_it_did_not_make(tmp_path, capsys):

@@ -574,7 +574,7 @@ def plot_variational(v: Tensor, m: int, atk_variational: Callable = relaxation.a
 # ---------------------------------------------------------------------------------------- MyST -> Markdown
 _FENCE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:.-]+)\}[ \t]*(?P<argument>.*?)\s*$")
 _OPTION = re.compile(r"^:(?P<key>[\w-]+):[ \t]*(?P<value>.*)$")
-_SOLUTION_WRAPPER = re.compile(r"^\s*(`{3,}|:{3,})\{solution-(start|end)\}")
+SOLUTION_WRAPPER = re.compile(r"^\s*(`{3,}|:{3,})\{solution-(start|end)\}")
 _TARGET = re.compile(r"^\s*\([\w:.-]+\)=\s*$")
 _GLUE = re.compile(r"\{glue(?::text|:any|:md)?\}`(?P<name>[^`:]+)(?::[^`]*)?`")
 _ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<body>[^`]*)`")
@@ -695,7 +695,7 @@ def _nbgrader_classes() -> dict[str, type]:
             numbers, cells = itertools.count(1), []
             for cell in nb.cells:
                 if cell.cell_type == "markdown":
-                    if _SOLUTION_WRAPPER.match(cell.source):
+                    if SOLUTION_WRAPPER.match(cell.source):
                         continue
                     cell.source = plain_markdown(cell.source, numbers)
                 cells.append(cell)

@@ -42,6 +42,7 @@ import torch
 
 from tkmia.book import classroom, sandbox
 from tkmia.book.classroom import CheckFailed
+from tkmia.book.runner import NOTEBOOKS
 
 __all__ = ["Grading", "grade", "plan_notebook", "Plan", "released_source"]
 
@@ -50,7 +51,7 @@ _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*\n.*?^[ \t]*### END HI
                      re.M | re.S)
 _NOTEBOOK_LIMIT = 20 << 20  # bytes: a bigger "notebook" is not graded
 _MESSAGE_LIMIT = 8000  # characters of a check's message in the feedback
-_SOURCES = classroom._REPO / "notebooks"
+_SOURCES = NOTEBOOKS
 _UMASK = os.umask(0o22)
 os.umask(_UMASK)
 
@@ -259,7 +260,7 @@ class _Raised(Exception):
 def _outcome(outcome: Any, name: str, timeout: int) -> Any:
     kind = outcome[0] if isinstance(outcome, tuple) and outcome else None
     if kind == "ok" and len(outcome) == 2:
-        return sandbox.decode(outcome[1])
+        return sandbox.decode(outcome[1], untrusted=True)
     if kind == "timeout":
         raise sandbox.CellTimeoutError(f"{name} ran longer than {timeout} s (the cell's time-out) and was "
                                        "stopped")
@@ -392,11 +393,13 @@ def _grade_one(nb: dict, plan: Plan, who: str, student: str, timeout: int, limit
                                  limits)
     results: dict[int, dict] = {}
     answers: dict[int, list] = {}
-    for message in finished.messages:
-        if message[0] == "cell" and len(message) == 3 and isinstance(message[2], dict):
-            results[int(message[1])] = message[2]
-        elif message[0] == "answers" and len(message) == 3 and isinstance(message[2], list):
-            answers.setdefault(int(message[1]), message[2])
+    for message in finished.messages:  # untrusted: a submission can write to the reply pipe itself
+        if len(message) != 3 or type(message[1]) is not int:
+            continue
+        if message[0] == "cell" and isinstance(message[2], dict):
+            results.setdefault(message[1], message[2])
+        elif message[0] == "answers" and isinstance(message[2], list):
+            answers.setdefault(message[1], message[2])
     why = (f"the sandbox was stopped before this question ({finished.stopped})" if finished.stopped
            else "the sandbox sent no answers for this question")
     verdicts = [_verdict(plan, q, answers.get(slot), why, timeout) for slot, q in enumerate(plan.questions)]
@@ -445,7 +448,7 @@ def _feedback_page(plan: Plan, student: str, layout: list[dict], results: dict[i
     for index, cell in enumerate(plan.cells):
         info = _info(cell)
         if cell.get("cell_type") == "markdown":
-            if not classroom._SOLUTION_WRAPPER.match(_text(cell)):
+            if not classroom.SOLUTION_WRAPPER.match(_text(cell)):
                 body.append(_markdown(classroom.plain_markdown(_text(cell), numbers)))
             continue
         if cell.get("cell_type") != "code":

@@ -143,32 +143,40 @@ def _tkmia_object(module: str, qualname: str) -> Any:
     return obj
 
 
-def decode(value: Any, namespace: dict | None = None) -> Any:
+RESULT_CLASSES = ("tkmia.selection.Specification",)  # what a student's function may return, rebuilt
+
+
+def decode(value: Any, namespace: dict | None = None, untrusted: bool = False) -> Any:
     """The inverse of :func:`encode`: tkmia dataclasses and functions are rebuilt (by import), an
     opaque value becomes an object of a class of the same name; student references are looked up
-    in ``namespace``."""
+    in ``namespace``. ``untrusted`` (what came back from a sandbox): no function is rebuilt and
+    only the dataclasses of :data:`RESULT_CLASSES` are, so a forged reply constructs nothing else."""
     if isinstance(value, tuple) and value and isinstance(value[0], str):
         tag = value[0]
         if tag == _CALLABLE and len(value) == 3:
+            if untrusted:
+                return _opaque("function", f"<function {str(value[1])[:100]}.{str(value[2])[:100]}>")
             return _tkmia_object(value[1], value[2])
         if tag == _STUDENT and len(value) == 2:
-            return (namespace or {}).get(value[1])
+            return None if untrusted else (namespace or {}).get(value[1])
         if tag == _DATACLASS and len(value) == 4 and isinstance(value[3], dict):
-            fields = {k: decode(v, namespace) for k, v in value[3].items()}
-            try:
-                cls = _tkmia_object(str(value[1]), str(value[2]))
-                if dataclasses.is_dataclass(cls):
-                    return cls(**fields)
-            except Exception:  # not a tkmia dataclass, or fields it refuses: an opaque value
-                pass
+            fields = {str(k): decode(v, namespace, untrusted) for k, v in value[3].items()}
+            name = f"{value[1]}.{value[2]}"
+            if not untrusted or name in RESULT_CLASSES:
+                try:
+                    cls = _tkmia_object(str(value[1]), str(value[2]))
+                    if dataclasses.is_dataclass(cls):
+                        return cls(**fields)
+                except Exception:  # not a tkmia dataclass, or fields it refuses: an opaque value
+                    pass
             return _opaque(str(value[2]).rsplit(".", 1)[-1], repr(fields)[:300])
         if tag == _OPAQUE and len(value) == 3:
             return _opaque(str(value[1]), str(value[2]))
     if isinstance(value, tuple | list):
-        items = [decode(v, namespace) for v in value]
+        items = [decode(v, namespace, untrusted) for v in value]
         return tuple(items) if isinstance(value, tuple) else items
     if isinstance(value, dict):
-        return {k: decode(v, namespace) for k, v in value.items()}
+        return {k: decode(v, namespace, untrusted) for k, v in value.items()}
     return value
 
 
