@@ -4,7 +4,10 @@ reruns named by parameters that never overwrite a notebook or a good run, readab
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -343,3 +346,30 @@ def test_glued_values_are_read_back_and_compared(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
     assert main(["glued", "--chapters", str(folder), "--compare", str(out)]) == 0
     assert "0 of 2 glued values changed" in capsys.readouterr().err
+
+
+def test_the_kernel_is_this_interpreter_registered_by_ipykernel(tmp_path, monkeypatch):
+    """ensure_kernel has ipykernel write the spec into sys.prefix, leaves a current spec alone, and
+    falls back to a temporary folder on JUPYTER_PATH where sys.prefix cannot hold it."""
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    assert book.ensure_kernel() == book.KERNEL_NAME
+    spec = tmp_path / "venv" / "share" / "jupyter" / "kernels" / book.KERNEL_NAME / "kernel.json"
+    text = json.loads(spec.read_text())
+    assert text["argv"][0] == sys.executable and "ipykernel_launcher" in text["argv"]
+    assert "{connection_file}" in text["argv"]
+    assert text["display_name"] == "Python (tkmia, venv)"
+    stamp = spec.stat().st_mtime_ns
+    time.sleep(0.01)
+    book.ensure_kernel()
+    assert spec.stat().st_mtime_ns == stamp  # a current spec is not rewritten under a running notebook
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "file"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("JUPYTER_PATH", "/elsewhere")
+    (tmp_path / "tmp").mkdir()
+    assert book.ensure_kernel() == book.KERNEL_NAME
+    fallback = tmp_path / "tmp" / f"tkmia-jupyter-{os.getuid()}" / "share" / "jupyter"
+    written = json.loads((fallback / "kernels" / book.KERNEL_NAME / "kernel.json").read_text())
+    assert written["argv"][0] == sys.executable
+    assert os.environ["JUPYTER_PATH"] == f"{fallback}{os.pathsep}/elsewhere"

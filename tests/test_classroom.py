@@ -129,6 +129,27 @@ def test_check_equal_reports_ties_crashes_shapes_dataclasses_and_optional(capsys
         classroom.check_equal(highest, classroom.extreme_in_topk, cases, quiet=True)
 
 
+def test_ipython_shows_a_failed_check_as_its_verdict_after_the_students_traceback(capsys):
+    """IPython renders a CheckFailed through its ``_render_traceback_`` hook (nothing is installed
+    on import): the student's own error first, then the verdict, and no frame of tkmia's checks."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        result = shell.run_cell(
+            "from tkmia import metrics\nfrom tkmia.book import classroom\n"
+            "def mine(scores, labels, k):\n    return 1 / 0\n"
+            "cases = classroom.measure_cases(6, n_cases=2, seed=3)\n"
+            "classroom.check_equal(mine, metrics.precision_at_k, cases)")
+    finally:
+        InteractiveShell.clear_instance()
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)
+    assert isinstance(result.error_in_exec, classroom.CheckFailed)
+    assert out.index("ZeroDivisionError") < out.index("raised the error above") < out.index("CheckFailed: ")
+    assert "def check_equal" not in out and "classroom.py" not in out
+    assert classroom.CheckFailed("wrong")._render_traceback_() == ["\x1b[0;31mCheckFailed\x1b[0m: wrong"]
+
+
 def _raise(*args):
     raise NotImplementedError()
 

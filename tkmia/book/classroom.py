@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,26 +80,21 @@ class CheckFailed(AssertionError):
     """A check cell's verdict: the student's answer disagrees with the expected one (the message
     names the case, its inputs, the expected and the received value)."""
 
-
-def _show_check_failure(shell, etype, value, tb, tb_offset=None) -> list[str]:
-    """IPython's display of a :class:`CheckFailed`: the verdict alone, without the frames of
-    tkmia's checks; when the student's function raised, its own traceback comes first."""
-    lines = []
-    cause = value.__cause__
-    if cause is not None:
-        lines += shell.InteractiveTB.structured_traceback(type(cause), cause, cause.__traceback__)
-        lines.append("\nThe check below failed because your function raised the error above.\n")
-    lines.append(f"\x1b[0;31mCheckFailed\x1b[0m: {value}")
-    shell._showtraceback(etype, value, lines)  # what IPython's showtraceback ends with
-    return lines
-
-
-def _install_check_display() -> None:
-    """In an IPython kernel, show :class:`CheckFailed` with :func:`_show_check_failure` (unless
-    the kernel already has custom exception handlers, which this would replace)."""
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    if shell is not None and not shell.custom_exceptions:
-        shell.set_custom_exc((CheckFailed,), _show_check_failure)
+    def _render_traceback_(self) -> list[str]:
+        """The lines IPython shows for this exception (its hook for exceptions that render
+        themselves): the verdict alone, without the frames of tkmia's checks; when the student's
+        function raised, its own traceback comes first."""
+        lines = []
+        cause = self.__cause__
+        if cause is not None:
+            shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+            if shell is not None:
+                lines += shell.InteractiveTB.structured_traceback(type(cause), cause, cause.__traceback__)
+            else:
+                lines += traceback.format_exception(cause)
+            lines.append("\nThe check below failed because your function raised the error above.\n")
+        lines.append(f"\x1b[0;31mCheckFailed\x1b[0m: {self}")
+        return lines
 
 
 def _name(fn: Callable) -> str:
@@ -894,6 +890,3 @@ def assign(out_dir: str | Path = "assignments", source_dir: str | Path = _REPO /
             shutil.copyfile(course / "release" / name / f"{name}.ipynb", target)
             written.append(target)
     return written
-
-
-_install_check_display()

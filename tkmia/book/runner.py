@@ -397,30 +397,38 @@ def check_parameters(path: str | Path, parameters: Mapping[str, Any]) -> dict[st
 def ensure_kernel() -> str:
     """Register this interpreter as the Jupyter kernel :data:`KERNEL_NAME` and return that name.
 
-    The spec is written into ``sys.prefix/share/jupyter/kernels`` (the virtual environment) with the
-    absolute path of ``sys.executable``, so notebooks never run in another Python found on the PATH
-    or in a user-level ``python3`` kernel. Where ``sys.prefix`` is not writable, the spec goes into a
+    ipykernel writes the spec (``ipykernel install --prefix sys.prefix``, as a function call) into
+    ``sys.prefix/share/jupyter/kernels``, the virtual environment, with the absolute path of
+    ``sys.executable``; so notebooks never run in another Python found on the PATH or in a user-level
+    ``python3`` kernel. A spec that already names this interpreter is left as it is (a notebook
+    running beside may be reading it). Where ``sys.prefix`` is not writable, the spec goes under a
     temporary folder put first on ``JUPYTER_PATH``.
     """
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": f"Python (tkmia, {Path(sys.prefix).name})",
-        "language": "python",
-    }
-    text = json.dumps(spec, indent=1) + "\n"
-    target = Path(sys.prefix) / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
-    try:
-        if not target.exists() or target.read_text() != text:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-    except OSError:
-        root = Path(tempfile.gettempdir()) / f"tkmia-jupyter-{os.getuid()}"
-        target = root / "kernels" / KERNEL_NAME / "kernel.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        paths = os.environ.get("JUPYTER_PATH", "")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(root), paths) if p)
-    return KERNEL_NAME
+    from ipykernel.kernelspec import install
+
+    display = f"Python (tkmia, {Path(sys.prefix).name})"
+    for prefix in (Path(sys.prefix), Path(tempfile.gettempdir()) / f"tkmia-jupyter-{os.getuid()}"):
+        target = prefix / "share" / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
+        try:
+            spec = json.loads(target.read_text())
+            current = spec["argv"][0] == sys.executable and spec["display_name"] == display
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            current = False
+        paths = os.environ.get("JUPYTER_PATH")
+        if prefix != Path(sys.prefix):  # first on the path, so the spec is found and is this one
+            os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(target.parents[2]), paths) if p)
+        try:
+            if not current:
+                install(kernel_name=KERNEL_NAME, display_name=display, prefix=str(prefix))
+        except OSError:
+            if paths is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = paths
+            continue
+        return KERNEL_NAME
+    raise OSError(f"could not register the Jupyter kernel {KERNEL_NAME!r} under {sys.prefix} or "
+                  f"{tempfile.gettempdir()}: make one of them writable")
 
 
 def _progress_engine(label: str, log: Log | None) -> str:
