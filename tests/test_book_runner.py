@@ -71,6 +71,14 @@ def test_the_comment_convention_is_parsed(tmp_path):
     assert check_parameters(tmp_path / "toy.ipynb", {"free": "x"}) == {"free": "x"}
 
 
+def test_a_parameter_papermill_cannot_read_or_invalid_python_is_refused(tmp_path):
+    """papermill reads each parameter line (one '=' a line); one it would skip is named, not dropped."""
+    with pytest.raises(ValueError, match=r"line 2 \(title\).*one `name = value  # comment` line"):
+        parameter_specs(_notebook(tmp_path, 'k = 3  # int\ntitle = "a=b"  # str: a title'))
+    with pytest.raises(ValueError, match="not valid Python"):
+        parameter_specs(_notebook(tmp_path, "k = (3  # int", name="broken"))
+
+
 @pytest.mark.parametrize(
     ("name", "value", "reason"),
     [

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
-import io
 import json
 import math
 import os
@@ -55,7 +54,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tokenize
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -219,30 +217,33 @@ def _parameters_source(path: Path) -> str:
 def parameter_specs(path: str | Path) -> dict[str, ParameterSpec]:
     """The parameters declared by a notebook's ``parameters`` cell, by name, in cell order.
 
-    Each ``name = literal  # comment`` line gives a :class:`ParameterSpec`; the comment follows the
-    convention in this module's docstring. Lines that are not a plain assignment are skipped.
+    papermill's parameter inspection (``PythonTranslator.inspect``, what ``papermill --help-notebook``
+    shows) gives each ``name = literal  # comment`` line's name, default and comment; the comment
+    follows the convention in this module's docstring. A cell that is not valid Python, or an
+    assignment papermill cannot read, is refused with the line to fix.
     """
+    from papermill.translators import PythonTranslator
+
     source = _parameters_source(Path(path))
-    comments: dict[int, str] = {}
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                comments[tok.start[0]] = tok.string.lstrip("#")
         body = ast.parse(source).body
-    except (SyntaxError, tokenize.TokenError) as err:
+    except SyntaxError as err:
         raise ValueError(f"{Path(path).name}: the parameters cell is not valid Python: {err}") from None
-    specs = {}
+    found = {p.name: p for p in PythonTranslator.inspect({"source": source})}
     for node in body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)):
-            continue
-        text = ast.get_source_segment(source, node.value) or ""
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id not in found:
+            raise ValueError(f"{Path(path).name}: papermill cannot read the parameter on line {node.lineno} "
+                             f"({node.targets[0].id}); write it as one `name = value  # comment` line "
+                             "with no other '='")
+    specs = {}
+    for name, parameter in found.items():
+        text = parameter.default
         try:
-            default = ast.literal_eval(node.value)
-        except ValueError:
+            default = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
             default = text
-        parsed = _parse_comment(comments.get(node.end_lineno, ""))
-        name = node.targets[0].id
+        parsed = _parse_comment(parameter.help)
         specs[name] = ParameterSpec(name=name, default=default, default_text=text, **parsed)
     return specs
 
