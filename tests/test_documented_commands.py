@@ -53,5 +53,4 @@ def test_a_documented_command_is_accepted(where, command):
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
             build_parser().parse_args(shlex.split(command)[1:])
     except SystemExit as stop:
-        why = stderr.getvalue().strip().splitlines()[-1]
-        assert stop.code == 0, f"{where}: `{command}` is refused: {why}"
+        assert stop.code == 0, f"{where}: `{command}` is refused: {stderr.getvalue().strip()}"
