@@ -417,7 +417,8 @@ def ensure_kernel() -> str:
             current = False
         paths = os.environ.get("JUPYTER_PATH")
         if prefix != Path(sys.prefix):  # first on the path, so the spec is found and is this one
-            os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(target.parents[2]), paths) if p)
+            rest = [p for p in (paths or "").split(os.pathsep) if p and p != str(target.parents[2])]
+            os.environ["JUPYTER_PATH"] = os.pathsep.join([str(target.parents[2]), *rest])
         try:
             if not current:
                 install(kernel_name=KERNEL_NAME, display_name=display, prefix=str(prefix))
