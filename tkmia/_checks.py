@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_int", "as_float", "check_number", "check_scores", "check_k", "check_labels",
+__all__ = ["as_int", "as_float", "check_number", "int_in", "check_scores", "check_k", "check_labels",
            "check_loss_inputs", "check_subset"]
 
 
@@ -61,6 +61,20 @@ def check_number(name: str, value: Any, low: float, *, integer: bool = False, st
         kind = "an int" if integer else "a finite number"
         raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low}, got {value!r}")
     return value
+
+
+def int_in(value: Any, name: str, low: int, high: int | None = None, why: str = "") -> int:
+    """``value`` as a Python int in [low, high] (no upper bound when ``high`` is None); NumPy integers
+    and 0-d integer tensors pass, bools and floats never. Every refusal is a ``ValueError``; ``why``
+    (e.g. where the bound comes from) is appended to its message."""
+    span = (f"an int >= {low}" if high is None else f"an int in [{low}, {high}]") + why
+    try:
+        number = as_int(value, name)
+    except TypeError:
+        raise ValueError(f"{name}={value!r}; expected {span}") from None
+    if number < low or (high is not None and number > high):
+        raise ValueError(f"{name}={value!r}; expected {span}")
+    return number
 
 
 def check_scores(scores: Tensor, name: str = "scores") -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tkmia._checks import int_in
 from tkmia.data import NUM_CLASSES
 
 #: ImageNet channel statistics (the reference normalises with these).
@@ -257,8 +258,7 @@ class MultiLabelResNet(nn.Module):
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r}; expected a positive int")
+    int_in(value, name, 1)
 
 
 def load_imagenet_state(path: str | Path) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tkmia._checks import as_int, check_k, check_labels, check_scores
+from tkmia._checks import as_int, check_k, check_labels, check_scores, int_in
 from tkmia.metrics import delta_n, ranks, topk_mask
 
 __all__ = ["Specification", "GlobalSelection", "RandomSelection", "make_selection", "sample_ids", "SCHEMES",
@@ -251,8 +251,7 @@ def spare_rank(clean_scores: Tensor, labels: Tensor, specified: Tensor, k: int) 
             raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected {tuple(clean_scores.shape)} "
                              "like clean_scores")
     n_classes = clean_scores.shape[1]
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k < n_classes:
-        raise ValueError(f"k={k!r}; expected an int in [1, {n_classes - 1}]")
+    k = int_in(k, "k", 1, n_classes - 1)
     truth, chosen = labels.bool(), specified.bool()
     if bool((chosen & ~truth).any()):
         raise ValueError("specified holds labels outside labels; S must be a subset of Y")

@@ -9,7 +9,6 @@ these.
 from __future__ import annotations
 
 import json
-import numbers
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import tkmia
+from tkmia._checks import int_in
 from tkmia._io import atomic_write, write_json
 
 OPTIMIZERS = ("adam", "sgd")
@@ -175,16 +175,14 @@ def score_summary(scores: torch.Tensor, labels: torch.Tensor, k: int = 3) -> dic
 
 def check_settings(epochs, batch_size, lr, optimizer: str, schedule: str) -> tuple[int, int]:
     """Validate training settings (a ``ValueError`` naming the bad one); ``(epochs, batch_size)`` as ints."""
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r}; expected a positive int")
+    epochs, batch_size = int_in(epochs, "epochs", 1), int_in(batch_size, "batch_size", 1)
     if not lr > 0:
         raise ValueError(f"lr={lr!r}; expected > 0")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
-    return int(epochs), int(batch_size)
+    return epochs, batch_size
 
 
 def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float, momentum: float,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from tkmia import _paths
+from tkmia._checks import int_in
 from tkmia._io import atomic_write
 from tkmia.data import load_dataset
 from tkmia.finetune import finetune_frozen
@@ -208,9 +209,7 @@ def load_snapshot(
     if not isinstance(profile, Profile):
         profile = load_profile(profile)
     epochs = profile.train.epochs
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
-        raise ValueError(f"epoch={epoch!r}; expected an int in 1 … {epochs} (train.epochs of profile "
-                         f"{profile.name!r})")
+    epoch = int_in(epoch, "epoch", 1, epochs, why=f" (train.epochs of profile {profile.name!r})")
     _, meta = load_victim(profile, data_root=data_root, device="cpu", progress=False)
     folder = victim_dir(profile)
     path = folder / _snapshot_name(epoch)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from tkmia._checks import int_in
 
 
 def open_image(path: str | Path, mode: str, how: str = "replace it with a good copy") -> Image.Image:
@@ -51,5 +52,4 @@ def labels_checksum(ids: list[str], labels: torch.Tensor) -> str:
 
 
 def check_size(image_size: int) -> None:
-    if not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool) or image_size < 1:
-        raise ValueError(f"image_size={image_size!r}; expected a positive int")
+    int_in(image_size, "image_size", 1)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from matplotlib.figure import Figure
 from torch.utils.data import Dataset
+from tkmia._checks import int_in
 
 
 def show_samples(
@@ -37,9 +38,7 @@ def show_samples(
         >>> fig = show_samples(load_dataset("multishapes", "test"), n=8)
     """
     if indices is None:
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n={n!r}; expected a positive int")
-        n = int(n)
+        n = int_in(n, "n", 1)
         indices = list(range(min(n, len(dataset))))
     indices = list(indices)
     if not indices:
