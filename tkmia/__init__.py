@@ -7,7 +7,8 @@ of ``pyproject.toml`` check it):
 1. :mod:`tkmia.metrics`, then :mod:`tkmia.relaxation` and :mod:`tkmia.selection`: pure functions of
    score tensors.
 2. :mod:`tkmia.attacks`, :mod:`tkmia.data`, :mod:`tkmia.monitoring`; then :mod:`tkmia.profiles`.
-3. :mod:`tkmia.training`, :mod:`tkmia.models`, :mod:`tkmia.finetune`, :mod:`tkmia.victims`.
+3. :mod:`tkmia.training`, :mod:`tkmia.models`, :mod:`tkmia.finetune`, :mod:`tkmia.victims`;
+   then :mod:`tkmia.defences`.
 4. :mod:`tkmia.experiments`; then :mod:`tkmia.report`, :mod:`tkmia.paper`, :mod:`tkmia.plots`.
 5. :mod:`tkmia.commands` and :mod:`tkmia.cli`.
 
