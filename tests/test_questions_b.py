@@ -10,10 +10,12 @@ import torch
 
 from tkmia.book.chapters import victim_questions as qv
 from tkmia.book.chapters import victim_questions_plots as vq
+from tkmia.data import load_dataset
 from tkmia.data.multishapes import MultiShapes, generate, params_checksum
 from tkmia.models import SmallResNet, SmallViT, build_model
 from tkmia.plots.theme import MIN_FONT_PX, panels_per_row, smallest_font_px
 from tkmia.profiles import load_profile
+from tkmia.training import predict
 from tkmia.victims import victim_key
 
 
@@ -124,6 +126,35 @@ def test_transfer_diagonal_equals_the_white_box_runs(tiny_home):
         partial = qv.attack_victim(qv.variant_profile(profile, arch="compact_cnn"), victims["compact_cnn"],
                                    "tkml_ap_u", n_samples=6, save_images=2)
         qv.transfer_frame({("tkml_ap_u", "compact_cnn"): partial}, victims)
+
+
+@pytest.mark.slow
+def test_victim_summaries_are_the_records_summarised(tiny_home):
+    """quality_frame, cardinality_frame and no_truth_frame against their records, counted by hand."""
+    profile = load_profile("tiny")
+    model, meta = qv.budget_victim(profile)
+    summary, _ = qv.quality_frame({"tiny": (model, meta["eval"]["map"], profile)}, n_samples=6)
+    records = qv.attack_victim(profile, model, "tkmia", n_samples=6).records
+    row = summary.iloc[0]
+    assert row["n"] == len(records) == int(records["eligible"].sum())
+    assert row["success_rate"] == pytest.approx(records["success"].mean())
+    assert row["imperceptible_rate"] == pytest.approx(records["imperceptible"].mean())
+    delta = (records["adv_precision_at_k"] - records["clean_precision_at_k"]).mean()
+    assert row["delta_precision_at_k"] == pytest.approx(delta)
+    k = int(records["k"].iloc[0])
+    scores, labels = predict(model, load_dataset(profile, profile.dataset.eval_split))
+    rooms = qv.cardinality_frame(profile, scores, labels, records, 3, k).set_index("room")
+    for room, group in records.groupby(records["labels"].map(len) - k):
+        assert rooms.loc[room, "attacked"] == len(group)
+        assert rooms.loc[room, "success_rate"] == pytest.approx(group["success"].mean())
+        won = group[group["success"]]
+        assert rooms.loc[room, "pert_l2_255"] == pytest.approx(won["pert_l2_255"].mean(), nan_ok=True)
+    assert rooms["attacked"].sum() == len(records)
+    rules, _ = qv.no_truth_frame(profile, model, [("truth", 0)], n_samples=6)
+    truth = rules.iloc[0]  # the true labels: the attacker's verdict is the truth's
+    assert truth["attacked"] == len(records) and truth["truly_eligible"] == 1.0
+    assert truth["success_rate"] == pytest.approx(records["success"].mean())
+    assert truth["imperceptible_yield"] == pytest.approx(records["imperceptible"].mean())
 
 
 def test_figures_are_legible():

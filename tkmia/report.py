@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from tkmia.attacks import METHODS
+from tkmia.attacks import METHODS, AttackResult
 from tkmia.experiments import SETTING_COLUMNS
 from tkmia.metrics import MEASURES, WATCHED_MEASURES
 
-__all__ = ["summarize", "with_deltas", "format_table", "SUMMARY_COLUMNS", "SETTING_COLUMNS", "KEY_COLUMNS",
-           "load_records", "varying_settings", "compare_with_paper", "CLAIM_MAJORITY", "CLAIM_VERDICTS",
-           "claim_verdict", "claim_frame"]
+__all__ = ["summarize", "group_summary", "OVER_SUCCESSFUL", "result_samples", "with_deltas",
+           "format_table", "SUMMARY_COLUMNS", "SETTING_COLUMNS", "KEY_COLUMNS", "load_records",
+           "varying_settings", "compare_with_paper", "CLAIM_MAJORITY", "CLAIM_VERDICTS", "claim_verdict",
+           "claim_frame"]
 
 #: The imperceptible rate from which TkMIA's measures stay unchanged on "most" images (the claim).
 CLAIM_MAJORITY = 0.5
@@ -66,8 +67,58 @@ def varying_settings(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k"
     return [c for c in present if counts[c] > 1]
 
 
+#: Per-sample columns :func:`group_summary` averages over the successful samples (a perturbation is
+#: measured where the attack succeeded); every other column is averaged over the eligible ones.
+OVER_SUCCESSFUL = ("pert_l2", "pert_l2_255")
+
+
+def group_summary(samples: pd.DataFrame, by: Sequence[str] = (), columns: Sequence[str] = (), *,
+                  sort: bool = True) -> pd.DataFrame:
+    """The one summary of attacked samples: one row per group of ``by`` (one row when empty).
+
+    ``samples`` has one row per sample with the bool columns ``eligible``, ``success`` and
+    ``imperceptible`` and the numeric ``columns``. Output: ``by``, then ``n`` (eligible samples),
+    ``success_rate`` and ``imperceptible_rate`` (over the eligible samples), then each of ``columns``:
+    its mean over the successful samples for :data:`OVER_SUCCESSFUL` (Pert), over the eligible
+    ones otherwise; NaN where there are none. Only groups with an eligible sample appear, sorted by
+    ``by`` when ``sort``, else in the order they first appear.
+    """
+    by, columns = list(by), list(columns)
+    missing = {"eligible", "success", "imperceptible", *by, *columns} - set(samples.columns)
+    if missing:
+        raise ValueError(f"samples lack the columns {sorted(missing)}")
+    if not by:  # one group: the same statistics, without a key
+        return group_summary(samples.assign(_all=0), ["_all"], columns, sort=sort).drop(columns="_all")
+    data = samples[samples["eligible"].astype(bool)]
+    won = data[data["success"].astype(bool)]
+    groups = data.groupby(by, sort=sort, dropna=False)
+    size = groups.size()  # its index orders every column (a group with no success: NaN Pert)
+    table = pd.DataFrame({
+        "n": size,
+        "success_rate": groups["success"].mean(),
+        "imperceptible_rate": groups["imperceptible"].mean(),
+        **{c: (won.groupby(by, dropna=False)[c].mean().reindex(size.index) if c in OVER_SUCCESSFUL
+               else groups[c].mean()) for c in columns},
+    })
+    return table.reset_index()[[*by, "n", "success_rate", "imperceptible_rate", *columns]]
+
+
+def result_samples(result: AttackResult) -> pd.DataFrame:
+    """The per-sample columns :func:`group_summary` reads, from an attack's result on N images:
+    ``eligible``, ``success``, ``imperceptible``, ``iterations``, ``pert_l2``, ``pert_l2_255`` and
+    ``delta_<measure>`` (adversarial minus clean) of every measure, as float64; N rows, in batch order."""
+    before, after = result.clean_measures(), result.adv_measures()
+    columns = {"eligible": result.eligible, "success": result.success, "imperceptible": result.imperceptible,
+               "iterations": result.iterations, "pert_l2": result.perturbation_l2,
+               "pert_l2_255": result.perturbation_l2_255,
+               **{f"delta_{m}": after[m] - before[m] for m in MEASURES}}
+    return pd.DataFrame({name: (value.double() if value.is_floating_point() else value).detach().cpu().numpy()
+                         for name, value in columns.items()})
+
+
 def summarize(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "method")) -> pd.DataFrame:
-    """The paper's table: one row per (scheme, k, method), columns :data:`SUMMARY_COLUMNS`.
+    """The paper's table: one row per (scheme, k, method), columns :data:`SUMMARY_COLUMNS`
+    (:func:`group_summary` of the records, with the Δ of every measure).
 
     Runs of different settings are never pooled: every :data:`KEY_COLUMNS` column that varies
     within a group of ``by`` is added to ``by`` (so it shows only when it varies).
@@ -82,16 +133,7 @@ def summarize(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "meth
         raise ValueError("records hold no eligible sample: there is nothing to summarize")
     by = (*by, *varying_settings(records, by))
     data = with_deltas(records[records["eligible"].astype(bool)])
-    groups = data.groupby(list(by), sort=True, dropna=False)
-    table = pd.DataFrame({
-        "n": groups.size(),
-        "success_rate": groups["success"].mean(),
-        "imperceptible_rate": groups["imperceptible"].mean(),
-        "pert_l2_255": data[data["success"]].groupby(list(by), dropna=False)["pert_l2_255"].mean(),
-        "iterations": groups["iterations"].mean(),
-        **{f"delta_{m}": groups[f"delta_{m}"].mean() for m in MEASURES},
-    })
-    table = table.reset_index()
+    table = group_summary(data, by, SUMMARY_COLUMNS[3:])
     if "method" in by:
         order = {name: i for i, name in enumerate(METHODS)}
         table["_order"] = table["method"].map(order)

@@ -506,10 +506,6 @@ def eligible_images(profile: str = "default", n_images: int = 32, k: int | None 
     return ClassSetting(model.eval(), images, labels, torch.tensor(ids), k, options, list(dataset.classes))
 
 
-def _mean(values: Tensor, mask: Tensor) -> float:
-    return float(values[mask].mean()) if mask.any() else math.nan
-
-
 def compare_selections(setting: ClassSetting, selections: Mapping[str, Any], max_iter: int = 100):
     """Attack ``setting``'s images with TkMIA under each selection; one summary row per selection.
 
@@ -521,26 +517,22 @@ def compare_selections(setting: ClassSetting, selections: Mapping[str, Any], max
     """
     import pandas as pd
 
+    from tkmia import report
     from tkmia.attacks import TkMIA
 
     attack = TkMIA(setting.model, setting.k, max_iter=max_iter, **setting.attack_options)
     with torch.no_grad():
         clean = setting.model(setting.images)
-    rows = []
+    frames = []
     for name, selection in selections.items():
         chosen = selection(clean, setting.labels, setting.k) if callable(selection) else selection
         result = attack(setting.images, setting.labels, chosen, ids=setting.ids)
-        ok, hit = result.eligible, result.success
-        row = {"selection": name, "eligible": int(ok.sum()),
-               "success_rate": _mean(hit.float(), ok),
-               "imperceptible_rate": _mean(result.imperceptible.float(), ok),
-               "pert_l2_255": _mean(result.perturbation_l2_255, hit),
-               "iterations": _mean(result.iterations.float(), ok)}
-        before, after = result.clean_measures(), result.adv_measures()
-        for measure in metrics.MEASURES:
-            row[f"delta_{measure}"] = _mean(after[measure] - before[measure], ok)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("selection")
+        frames.append(report.result_samples(result).assign(selection=name))
+    columns = ["pert_l2_255", "iterations", *(f"delta_{m}" for m in metrics.MEASURES)]
+    table = report.group_summary(pd.concat(frames, ignore_index=True), ["selection"], columns, sort=False)
+    table = table.set_index("selection").reindex(list(selections)).rename(columns={"n": "eligible"})
+    table["eligible"] = table["eligible"].fillna(0).astype(int)  # a selection no image is eligible for
+    return table
 
 
 # ---------------------------------------------------------------------------------------- figure

@@ -22,7 +22,7 @@ from tkmia import experiments, monitoring
 from tkmia.experiments import ExperimentConfig
 from tkmia.metrics import MEASURES, WATCHED_MEASURES
 from tkmia.relaxation import average_top_k, kth_largest, tkmia_terms
-from tkmia.report import with_deltas
+from tkmia.report import group_summary, with_deltas
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -99,15 +99,8 @@ def comparison_table(records: pd.DataFrame) -> pd.DataFrame:
     data = with_deltas(_common(records))
     if data.empty:
         raise ValueError("no sample is eligible in every variant: there is nothing to compare")
-    rows = []
-    for name, group in data.groupby("variant", sort=False):
-        won = group[group["success"]]
-        rows.append({"variant": name, "n": len(group), "success_rate": group["success"].mean(),
-                     "imperceptible_rate": group["imperceptible"].mean(),
-                     "iterations": group["iterations"].mean(), "pert_l2": won["pert_l2"].mean(),
-                     "pert_l2_255": won["pert_l2_255"].mean(),
-                     **{f"delta_{m}": group[f"delta_{m}"].mean() for m in MEASURES}})
-    return pd.DataFrame(rows, columns=["variant", *COMPARISON_COLUMNS])
+    columns = [c for c in COMPARISON_COLUMNS if c not in ("n", "success_rate", "imperceptible_rate")]
+    return group_summary(data, ["variant"], columns, sort=False)[["variant", *COMPARISON_COLUMNS]]
 
 
 def paired_test(records: pd.DataFrame, first: str, second: str) -> dict[str, float]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -29,6 +28,7 @@ from tkmia import experiments
 from tkmia.data import load_dataset
 from tkmia.metrics import WATCHED_MEASURES, measures, measures_unchanged, topk_mask
 from tkmia.profiles import Profile, load_profile
+from tkmia.report import group_summary, with_deltas
 from tkmia.selection import GlobalSelection, Specification, spare_rank
 from tkmia.training import predict
 from tkmia.victims import load_snapshot, load_victim
@@ -54,6 +54,7 @@ __all__ = [
     "quality_verdict",
     "ready_mask",
     "transfer_frame",
+    "verdict_summary",
     "transfer_verdict",
     "variant_profile",
     "victim_table",
@@ -236,6 +237,22 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
     return float(values[mask].float().mean()) if bool(mask.any()) else float("nan")
 
 
+def verdict_summary(verdict: Mapping[str, Tensor], columns: Sequence[str] = ()) -> dict[str, float]:
+    """A :func:`judge` verdict of N samples in numbers (:func:`tkmia.report.group_summary` over the
+    applicable samples): ``applicable`` (their share), ``success_rate``, ``imperceptible_rate`` and the
+    mean of each of ``columns`` (e.g. ``"delta_precision_at_k"``) over them (NaN where none is), and
+    ``imperceptible_yield`` (the share of all N that end as imperceptible successes)."""
+    frame = pd.DataFrame({"eligible": verdict["applicable"].numpy(), "success": verdict["success"].numpy(),
+                          "imperceptible": verdict["imperceptible"].numpy(),
+                          **{c: verdict[c].double().numpy() for c in columns}})
+    table = group_summary(frame, (), columns)
+    stats = ["success_rate", "imperceptible_rate", *columns]
+    nothing = dict.fromkeys(stats, float("nan"))  # no applicable sample
+    values = table.iloc[0][stats].astype(float).to_dict() if len(table) else nothing
+    return {"applicable": float(verdict["applicable"].float().mean()), **values,
+            "imperceptible_yield": float(verdict["imperceptible"].float().mean())}
+
+
 
 
 def transfer_frame(
@@ -270,12 +287,9 @@ def transfer_frame(
                 clean = model(saved["clean"].to(device)).float().cpu()
                 adv = model(saved["adv"].to(device)).float().cpu()
             verdict = judge(clean, adv, tensors["labels"], tensors["specified"], k)
-            ok = verdict["applicable"]
-            mean = partial(_masked_mean, mask=ok)
-            rows.append({"method": method, "source": source, "target": target, "n": len(records),
-                         "applicable": float(ok.float().mean()), "success_rate": mean(verdict["success"]),
-                         "imperceptible_rate": mean(verdict["imperceptible"]),
-                         **{f"delta_{m}": mean(verdict[f"delta_{m}"]) for m in WATCHED_MEASURES}})
+            summary = verdict_summary(verdict, [f"delta_{m}" for m in WATCHED_MEASURES])
+            del summary["imperceptible_yield"]
+            rows.append({"method": method, "source": source, "target": target, "n": len(records), **summary})
     return pd.DataFrame(rows)
 
 
@@ -307,13 +321,8 @@ def cardinality_frame(
     table = split.groupby("room").agg(images=("eligible", "size"), eligible=("eligible", "mean"))
     if records is not None and len(records):
         attacked = records.assign(room=records["labels"].map(len) - k)
-        groups = attacked.groupby("room")
-        table = table.join(pd.DataFrame({
-            "attacked": groups.size(),
-            "success_rate": groups["success"].mean(),
-            "imperceptible_rate": groups["imperceptible"].mean(),
-            "pert_l2_255": attacked[attacked["success"]].groupby("room")["pert_l2_255"].mean(),
-        }))
+        summary = group_summary(attacked, ["room"], ["pert_l2_255"]).set_index("room")
+        table = table.join(summary.rename(columns={"n": "attacked"}))
     for column in ("attacked", "success_rate", "imperceptible_rate", "pert_l2_255"):
         if column not in table:
             table[column] = float("nan")
@@ -388,15 +397,11 @@ def no_truth_frame(
         t = experiments.records_tensors(records, torch.float32)
         y = truth[ids]
         verdict = judge(t["clean_scores"], t["adv_scores"], y, y * chosen, int(records["k"].iloc[0]))
-        ok = verdict["applicable"]
-        mean = partial(_masked_mean, mask=ok)
+        summary = verdict_summary(verdict, ["delta_precision_at_k"])
         rows.append({"attacker_labels": name, "attacked": len(records),
                      "label_errors": float((believed[ids] != y).sum(1).float().mean()),
                      "believed_success": float(records["success"].mean()),
-                     "truly_eligible": float(ok.float().mean()), "success_rate": mean(verdict["success"]),
-                     "imperceptible_rate": mean(verdict["imperceptible"]),
-                     "delta_precision_at_k": mean(verdict["delta_precision_at_k"]),
-                     "imperceptible_yield": float(verdict["imperceptible"].float().mean())})
+                     "truly_eligible": summary.pop("applicable"), **summary})
         samples.append(pd.DataFrame({"attacker_labels": name, "sample": ids.tolist(),
                                      **{key: v.tolist() for key, v in verdict.items()}}))
     return pd.DataFrame(rows), pd.concat(samples, ignore_index=True)
@@ -426,11 +431,12 @@ def quality_frame(
         t = experiments.records_tensors(records, torch.float32)
         ready = ready_mask(t["clean_scores"], t["labels"], t["specified"], int(records["k"].iloc[0]))
         imp = torch.tensor(records["imperceptible"].tolist())
-        delta = records["adv_precision_at_k"] - records["clean_precision_at_k"]
-        rows.append({"victim": name, "map": victim_map, "n": len(records),
-                     "success_rate": float(records["success"].mean()),
-                     "imperceptible_rate": float(imp.float().mean()),
-                     "delta_precision_at_k": float(delta.mean()), "ready": float(ready.float().mean()),
+        summary = group_summary(with_deltas(records), (), ["delta_precision_at_k"]).iloc[0]
+        rows.append({"victim": name, "map": victim_map, "n": int(summary["n"]),
+                     "success_rate": float(summary["success_rate"]),
+                     "imperceptible_rate": float(summary["imperceptible_rate"]),
+                     "delta_precision_at_k": float(summary["delta_precision_at_k"]),
+                     "ready": float(ready.float().mean()),
                      "imperceptible_if_ready": _masked_mean(imp, ready),
                      "imperceptible_if_not": _masked_mean(imp, ~ready)})
         samples.append(pd.DataFrame({"victim": name, "map": victim_map, "ready": ready.tolist(),
