@@ -112,7 +112,13 @@ def test_malformed_profile_yaml_names_file_and_line(tmp_path, capsys):
 
 
 def test_truncated_victim_checkpoint_names_the_folder(own_home, capsys):
-    (checkpoint,) = own_home.glob("victims/*/model.pt")
+    from tkmia.profiles import load_profile
+    from tkmia.victims import victim_dir
+
+    # the tiny profile's own victim (other tests may have cached other victims in the shared home)
+    checkpoint = victim_dir(load_profile("tiny")) / "model.pt"
+    assert checkpoint.parent.parent == own_home / "victims"
+    assert checkpoint.is_file(), sorted(own_home.glob("victims/*"))
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     line = fail(capsys, ["attack", *FAST])
     assert str(checkpoint.parent) in line and "tkmia train --force" in line
