@@ -337,3 +337,32 @@ def test_runs_of_one_victim_share_its_scan(tmp_path, monkeypatch):
     go(dataclasses.replace(CONFIG, method="tkml_ap_u"), root=tmp_path)
     assert len(calls) == 2 and calls[0] == calls[1] and calls[0].exists()
     assert calls[0].parent == tmp_path / "_scans"
+
+
+def test_attack_eligible_attacks_exactly_the_planned_samples_and_stores_nothing(tmp_path, monkeypatch):
+    from tkmia.attacks import TkMIA
+    from tkmia.experiments import ExperimentConfig, attack_eligible, select_eligible
+
+    monkeypatch.setenv("TKMIA_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 6)).eval()
+    with torch.no_grad():  # every image ranks the labels 0, 1, ..., 5
+        model[1].weight.mul_(0.01)
+        model[1].bias.copy_(torch.tensor([5.0, 4, 3, 2, 1, 0]))
+    images = torch.rand(12, 3, 4, 4)
+    labels = torch.zeros(12, 6)
+    labels[:, :3] = 1.0  # Y = {0, 1, 2}: S = {0} is in the top-1 and |Y| >= 1 + |S|
+    labels[::3] = torch.tensor([0.0, 1, 1, 1, 0, 0])  # S = {} : never eligible
+    dataset = type("Data", (), {"images": images, "labels": labels, "__len__": lambda self: 12})()
+    config = ExperimentConfig(method="tkmia", scheme="global", k=1, n_samples=5, max_iter=20, lr=0.01,
+                              weight_decay=1e-4, classes=(0,), options={})
+    result, ids = attack_eligible(config, model, dataset, record_history=True)
+    assert ids == select_eligible(model, dataset, config) == [1, 2, 4, 5, 7]  # the first 5, in order
+    direct = TkMIA(model, 1, max_iter=20, lr=0.01, weight_decay=1e-4, record_history=True)(
+        images[ids], labels[ids], config.selection(), ids=torch.tensor(ids))
+    assert torch.equal(result.adv_images, direct.adv_images) and torch.equal(result.success, direct.success)
+    assert result.eligible.all() and "scores" in result.history
+    assert not any(tmp_path.iterdir())  # nothing stored
+    none = ExperimentConfig(**{**config.to_dict(), "classes": (5,)})
+    with pytest.raises(ValueError, match="no sample of the 12 is eligible for tkmia with k=1"):
+        attack_eligible(none, model, dataset)

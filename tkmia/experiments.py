@@ -41,6 +41,7 @@ from tkmia.selection import SCHEMES, GlobalSelection, RandomSelection, make_sele
 
 __all__ = [
     "ExperimentConfig",
+    "attack_eligible",
     "Run",
     "records_tensors",
     "RunFileError",
@@ -452,6 +453,29 @@ def select_eligible(model, dataset, config: ExperimentConfig, chunk: int = 256, 
         atomic_write(Path(cache), lambda p: torch.save(
             {"scores": scanned, "n_dataset": len(dataset), "chunk": chunk}, p))
     return found[: config.n_samples]
+
+
+def attack_eligible(config: ExperimentConfig, model: nn.Module, dataset, *, box=(0.0, 1.0),
+                    record_history: bool = False) -> tuple[attacks.AttackResult, list[int]]:
+    """Attack the first ``config.n_samples`` eligible samples of ``dataset`` (a resolved ``config``,
+    :func:`select_eligible`) in one batch, directly: nothing is stored (:func:`run` stores, resumes
+    and shards the same plan). With ``record_history`` the result keeps every iterate
+    (``result.history``), for following an attack step by step.
+
+    Returns ``(result on the CPU, the samples' dataset indices)``. Raises ``ValueError`` when no
+    sample is eligible.
+    """
+    model = model.to(config.device).eval()
+    ids = select_eligible(model, dataset, config, box=box)
+    if not ids:
+        raise ValueError(f"no sample of the {len(dataset)} is eligible for {config.method} with k={config.k} "
+                         f"({config.scheme} scheme): nothing to attack; try a smaller k")
+    images, labels = fetch(dataset, ids)
+    attack = config.attack(model, box)
+    attack.record_history = bool(record_history)
+    result = attack(images.to(config.device), labels.to(config.device), config.selection(),
+                    ids=torch.tensor(ids))
+    return result.to("cpu"), ids
 
 
 def scan_cache(root: str | Path, victim: str, dataset: str, attack: attacks.Attack, device: str) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 __all__ = ["AttackedExamples", "attack_examples"]
@@ -67,15 +66,9 @@ def attack_examples(profile: str = "default", method: str = "tkmia", n: int = 1,
         profile=profile, method=method, scheme="global", k=k, n_samples=n, max_iter=max_iter,
         data_root=data_root, device=device, options=dict(options),
     ).resolve(prof)
-    model = model.to(device).eval()
-    samples = experiments.select_eligible(model, dataset, config)
-    if not samples:
-        raise ValueError(f"profile {profile!r} has no eligible sample for k = {config.k}")
-    images = torch.stack([dataset[i][0] for i in samples]).to(device)
-    labels = torch.stack([dataset[i][1] for i in samples]).to(device)
-    attack = config.attack(model, tuple(prof.attack.box))
-    attack.record_history = True
-    result = attack(images, labels, config.selection(), ids=torch.tensor(samples))
+    result, samples = experiments.attack_eligible(config, model, dataset, box=tuple(prof.attack.box),
+                                                  record_history=True)
+    images, _ = experiments.fetch(dataset, samples)
     if classes is None:
-        classes = getattr(dataset, "classes", None) or [str(c) for c in range(labels.shape[1])]
-    return AttackedExamples(result.to("cpu"), samples, images.cpu(), list(classes), config.k)
+        classes = getattr(dataset, "classes", None) or [str(c) for c in range(result.labels.shape[1])]
+    return AttackedExamples(result, samples, images.cpu(), list(classes), config.k)

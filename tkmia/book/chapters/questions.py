@@ -186,21 +186,12 @@ def attack_path(config: ExperimentConfig, n: int, *, record_history: bool = True
     from tkmia.victims import load_victim
 
     profile = load_profile(config.profile)
-    config = config.resolve(profile)
-    box = tuple(profile.attack.box)
+    config = experiments.ExperimentConfig(**{**config.resolve(profile).to_dict(), "n_samples": int(n)})
     model, _ = load_victim(profile, data_root=config.data_root, device=config.device, progress=False)
     dataset = load_dataset(profile, profile.dataset.eval_split, root=config.data_root)
-    planned = experiments.ExperimentConfig(**{**config.to_dict(), "n_samples": int(n)})
-    ids = experiments.select_eligible(model, dataset, planned, box=box)
-    if not ids:
-        raise ValueError(f"no sample is eligible for {config.method} k={config.k}: nothing to attack")
-    images, labels = experiments.fetch(dataset, ids)
-    cls_options = {**config.options, "record_history": record_history}
-    attack = experiments.ExperimentConfig(**{**config.to_dict(), "options": cls_options}).attack(model, box)
-    model.eval()
-    result = attack(images.to(config.device), labels.to(config.device), config.selection(),
-                    ids=torch.tensor(ids))
-    return result.to("cpu"), result.labels.cpu(), result.specified.cpu()
+    result, _ = experiments.attack_eligible(config, model, dataset, box=tuple(profile.attack.box),
+                                            record_history=record_history)
+    return result, result.labels, result.specified
 
 
 def bound_gaps(scores: Tensor, labels: Tensor, specified: Tensor, k: int) -> pd.DataFrame:
