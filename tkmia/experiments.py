@@ -43,6 +43,7 @@ __all__ = [
     "ExperimentConfig",
     "Run",
     "records_tensors",
+    "attack_records",
     "RunFileError",
     "SETTING_COLUMNS",
     "run",
@@ -558,6 +559,18 @@ def _records(result: attacks.AttackResult, ids: list[int], config: ExperimentCon
         row.update(settings or {})
         rows.append(row)
     return rows
+
+
+def attack_records(result: attacks.AttackResult, config: ExperimentConfig, ids: Sequence[int] | None = None,
+                   seconds: float = 0.0) -> pd.DataFrame:
+    """The per-sample records of one :class:`~tkmia.attacks.AttackResult` of N images, as :func:`run`
+    writes them (without the setting columns): one row per image, ``sample`` = ``ids`` (default
+    0 .. N − 1); ``config`` gives ``method``, ``scheme`` and ``k``; ``seconds`` is the batch's time."""
+    ids = list(range(len(result))) if ids is None else [as_int(i, "ids") for i in ids]
+    if len(ids) != len(result):
+        raise ValueError(f"ids has {len(ids)} entries for a result of {len(result)} images; "
+                         "pass one id per image")
+    return pd.DataFrame(_records(result.to("cpu"), ids, config, seconds))
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:

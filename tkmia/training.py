@@ -3,14 +3,15 @@
 :func:`train_model` fits a model on a dataset and returns a :class:`TrainResult` (per-epoch history,
 seconds); :func:`evaluate` gives mAP and P@k of a model on a dataset; :func:`save_checkpoint` writes
 the weights and a JSON metadata file side by side. The victim cache (:mod:`tkmia.victims`) builds on
-these.
+these. An :class:`Adversary` given to :func:`train_model` makes it adversarial training: part of
+each batch is replaced by examples an attack crafts against the current weights.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import tkmia
+from tkmia import attacks
 from tkmia._checks import int_in
 from tkmia._io import atomic_write, write_json
+from tkmia.selection import GlobalSelection, RandomSelection
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle")
@@ -95,7 +98,8 @@ class TrainResult:
 
     Attributes:
         history: one dict per epoch: ``epoch``, ``loss`` (mean BCE sum per image), ``val_map``,
-            ``val_precision_at_k``, ``seconds`` (since the start).
+            ``val_precision_at_k``, ``seconds`` (since the start); with an :class:`Adversary`, also
+            ``adv_fraction`` and ``adv_success`` (see :func:`train_model`).
         seconds: wall-clock training time, validation included.
         snapshots: ``epoch -> state dict`` (CPU copies) after each epoch, when
             :func:`train_model` was asked to keep them.
@@ -199,6 +203,90 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: fl
     return opt, scheduler
 
 
+@dataclass(frozen=True)
+class Adversary:
+    """Adversarial training for :func:`train_model` (Madry-style: adversarial rows *replace* clean ones).
+
+    In every batch of an adversarial epoch, ``round(ratio · n)`` of its n rows, drawn at random
+    (the training seed's generator), are attacked against the current weights (the model in eval
+    mode, so BatchNorm statistics do not move); each of them that the scheme finds eligible is
+    replaced by the attack's ``adv_images`` (detached: the last iterate when the attack did not
+    succeed), the others stay clean. The loss is the usual BCE sum over the whole mixed batch.
+
+    Attributes:
+        attack: a name of :data:`tkmia.attacks.REGISTRY` (built as ``get(attack)(model, **options)``)
+            or a factory ``model -> Attack`` (it must build the attack on the model it is given).
+        selection: the scheme (:class:`~tkmia.selection.GlobalSelection` or
+            :class:`~tkmia.selection.RandomSelection`) giving each row its specified labels.
+        ratio: the fraction of each batch that is attacked, in (0, 1].
+        start_epoch: warm-up: epochs 1 .. start_epoch are clean; 0 ≤ start_epoch < epochs.
+        options: keyword arguments of the attack class when ``attack`` is a name (``k`` among them,
+            e.g. ``{"k": 3, "max_iter": 20, "lr": 1e-2}``); must be empty with a factory.
+    """
+
+    attack: str | Callable[[nn.Module], attacks.Attack]
+    selection: GlobalSelection | RandomSelection
+    ratio: float = 1.0
+    start_epoch: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.attack, str):
+            attacks.get(self.attack)  # the registry's error for an unknown name
+            if "k" not in self.options:
+                raise ValueError(f"options={dict(self.options)!r} lack 'k', the top-k size the attack "
+                                 f"{self.attack!r} needs; e.g. options={{'k': 3}}")
+        elif not callable(self.attack):
+            raise TypeError(f"attack must be a name of tkmia.attacks.REGISTRY ({list(attacks.REGISTRY)}) "
+                            f"or a factory model -> Attack, got {type(self.attack).__name__}")
+        elif self.options:
+            raise ValueError(f"options={dict(self.options)!r} apply to an attack given by name only; "
+                             "with a factory, pass them to the attack inside the factory")
+        if not isinstance(self.selection, GlobalSelection | RandomSelection):
+            raise TypeError("selection must be a selection scheme (tkmia.selection.GlobalSelection or "
+                            f"RandomSelection), got {type(self.selection).__name__}")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio={self.ratio!r}; expected a number in (0, 1], the fraction of each "
+                             "batch replaced by adversarial examples")
+        int_in(self.start_epoch, "start_epoch", 0)
+
+    def build(self, model: nn.Module) -> attacks.Attack:
+        """The attack on ``model`` (the model being trained, so it sees the current weights)."""
+        if isinstance(self.attack, str):
+            return attacks.get(self.attack)(model, **self.options)
+        attack = self.attack(model)
+        if not isinstance(attack, attacks.Attack) or attack.model is not model:
+            raise ValueError(f"the attack factory {self.attack!r} must return a tkmia.attacks.Attack built "
+                             f"on the model it is given, got {attack!r}")
+        return attack
+
+    def craft(self, attack: attacks.Attack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, int, int]:
+        """One batch with ``round(ratio · n)`` random rows attacked (model in eval mode, restored after).
+
+        Args:
+            images: (n, 3, H, W) in the attack's box; labels: (n, C) in {0, 1}.
+
+        Returns:
+            ``(mixed images (n, 3, H, W) detached, adversarial rows, successes among them)``;
+            the adversarial rows are those attacked and eligible.
+        """
+        n = len(images)
+        m = max(1, round(self.ratio * n))
+        rows = torch.randperm(n, generator=generator)[:m].to(images.device)
+        was_training = model.training
+        model.eval()
+        try:
+            result = attack(images[rows], labels[rows], self.selection)
+        finally:
+            model.train(was_training)
+        eligible = result.eligible.to(images.device)
+        mixed = images.clone()
+        mixed[rows[eligible]] = result.adv_images.detach().to(images.dtype)[eligible]
+        n_adv = int(eligible.sum())
+        return mixed, n_adv, int((result.success.to(images.device) & eligible).sum())
+
+
 def train_model(
     model: nn.Module,
     train_set: Dataset,
@@ -218,6 +306,7 @@ def train_model(
     num_workers: int = 0,
     progress: bool = True,
     snapshots: bool = False,
+    adversary: Adversary | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with BCE-with-logits (reduction sum) and validate after each epoch.
 
@@ -233,11 +322,22 @@ def train_model(
         k: the k of the validation P@k.
         progress: show tqdm bars.
         snapshots: keep a CPU copy of the weights after each epoch (``result.snapshots``).
+        adversary: adversarial training (see :class:`Adversary`); the history then also has
+            ``adv_fraction`` (adversarial rows / rows trained on, 0 in warm-up epochs) and
+            ``adv_success`` (the attack's success rate over the rows it found eligible; NaN
+            where none). None: clean training.
 
     Returns:
         A :class:`TrainResult` (the model is trained in place and left in eval mode).
     """
     epochs, batch_size = check_settings(epochs, batch_size, lr, optimizer, schedule)
+    if adversary is not None:
+        if not isinstance(adversary, Adversary):
+            raise TypeError("adversary must be a tkmia.training.Adversary or None, "
+                            f"got {type(adversary).__name__}")
+        if adversary.start_epoch >= epochs:
+            raise ValueError(f"adversary.start_epoch={adversary.start_epoch} leaves no adversarial epoch "
+                             f"of epochs={epochs}; use start_epoch < epochs")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
@@ -245,11 +345,14 @@ def train_model(
     opt, scheduler = make_optimizer(model, optimizer, lr, weight_decay, momentum, schedule,
                                     epochs * steps_per_epoch)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    attack = adversary.build(model) if adversary is not None else None
     result = TrainResult()
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         total, seen = 0.0, 0
+        n_adv = n_success = 0
+        adversarial = adversary is not None and epoch > adversary.start_epoch
         bar = tqdm(
             batches(train_set, batch_size, True, generator, num_workers),
             total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress,
@@ -260,6 +363,9 @@ def train_model(
             if flip:
                 mask = torch.rand(len(images), generator=generator) < 0.5
                 images = torch.where(mask.to(device)[:, None, None, None], images.flip(3), images)
+            if adversarial:
+                images, adv, success = adversary.craft(attack, model, images, labels, generator)
+                n_adv, n_success = n_adv + adv, n_success + success
             loss = loss_fn(model(images), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -268,8 +374,15 @@ def train_model(
                 scheduler.step()
             total += float(loss.detach())
             seen += len(images)
-            bar.set_postfix(loss=f"{total / seen:.3f}")
+            if adversary is None:
+                bar.set_postfix(loss=f"{total / seen:.3f}")
+            else:
+                bar.set_postfix(loss=f"{total / seen:.3f}", adv_fraction=f"{n_adv / seen:.2f}",
+                                adv_success=f"{n_success / n_adv:.2f}" if n_adv else "-")
         record = {"epoch": epoch, "loss": total / max(seen, 1)}
+        if adversary is not None:
+            record["adv_fraction"] = n_adv / max(seen, 1)
+            record["adv_success"] = n_success / n_adv if n_adv else float("nan")
         if val_set is not None:
             metrics = evaluate(model, val_set, k=k, device=device)
             record["val_map"] = metrics["map"]
