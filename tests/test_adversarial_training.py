@@ -11,7 +11,7 @@ import torch
 from tkmia import attacks, report
 from tkmia.data import MultiShapes
 from tkmia.experiments import ExperimentConfig, attack_records
-from tkmia.models import CompactCNN
+from tkmia.models import CompactCNN, EfficientNetLite0
 from tkmia.selection import GlobalSelection, RandomSelection
 from tkmia.training import Adversary, train_model
 
@@ -196,6 +196,9 @@ def test_refusals(shapes):
     other = _model()
     with pytest.raises(ValueError, match="built on the model it is given"):
         _train(_model(), train, None, adversary=Adversary(lambda m: attacks.TkMIA(other, 2), SELECTION))
+    frozen, adversary = EfficientNetLite0(4, frozen_blocks=15), Adversary("tkmia", SELECTION, options=OPTIONS)
+    with pytest.raises(ValueError, match="adversary and cached_features=True cannot be combined"):
+        _train(frozen, train, None, cached_features=True, adversary=adversary)
     with pytest.raises(TypeError, match="adversary must be"):
         _train(_model(), train, None, adversary="tkmia")
 

@@ -130,18 +130,23 @@ def batches(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu",
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Scores of ``model`` (in eval mode) on every sample of ``dataset``.
+
+    ``forward`` (default ``model``) maps a batch of the dataset's inputs to scores (N, C), e.g.
+    the top of a model on cached features.
 
     Returns:
         ``(scores, labels)``, both (N, C) on the CPU.
     """
     was_training = model.training
     model.eval()
+    forward = model if forward is None else forward
     scores, labels = [], []
     for images, y in batches(dataset, batch_size, shuffle=False, generator=None):
-        scores.append(model(images.to(device)).float().cpu())
+        scores.append(forward(images.to(device)).float().cpu())
         labels.append(y.float())
     model.train(was_training)
     return torch.cat(scores), torch.cat(labels)
@@ -153,13 +158,14 @@ def evaluate(
     k: int = 3,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """mAP (over classes) and mean P@k of a model on a dataset.
+    """mAP (over classes) and mean P@k of a model on a dataset (``forward`` as :func:`predict`).
 
     Returns:
         ``{"map": ..., "precision_at_k": ..., "k": k, "n_images": N}``.
     """
-    scores, labels = predict(model, dataset, batch_size, device)
+    scores, labels = predict(model, dataset, batch_size, device, forward)
     return score_summary(scores, labels, k)
 
 
@@ -175,6 +181,32 @@ def score_summary(scores: torch.Tensor, labels: torch.Tensor, k: int = 3) -> dic
         "k": k,
         "n_images": len(labels),
     }
+
+
+@torch.no_grad()
+def frozen_features(model: nn.Module, dataset: Dataset, batch_size: int = 64,
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features (N, c, h, w) after the frozen blocks, labels (N, C))`` of a whole dataset, on the CPU.
+
+    ``model`` has ``frozen_blocks`` and ``stem_and_blocks(images, stop)`` (see
+    :class:`tkmia.models.EfficientNetLite0`); it is left in eval mode.
+    """  # fmt: skip
+    model.eval()
+    feats, labels = [], []
+    for images, y in batches(dataset, batch_size, shuffle=False, generator=None):
+        feats.append(model.stem_and_blocks(images.to(device), model.frozen_blocks).cpu())
+        labels.append(y.float())
+    return torch.cat(feats), torch.cat(labels)
+
+
+class _Features:
+    """Cached features (N, c, h, w) and labels (N, C) as an in-memory dataset for :func:`batches`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
 
 
 def check_settings(epochs, batch_size, lr, optimizer: str, schedule: str) -> tuple[int, int]:
@@ -307,6 +339,7 @@ def train_model(
     progress: bool = True,
     snapshots: bool = False,
     adversary: Adversary | None = None,
+    cached_features: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place with BCE-with-logits (reduction sum) and validate after each epoch.
 
@@ -326,10 +359,24 @@ def train_model(
             ``adv_fraction`` (adversarial rows / rows trained on, 0 in warm-up epochs) and
             ``adv_success`` (the attack's success rate over the rows it found eligible; NaN
             where none). None: clean training.
+        cached_features: train only the top of a model whose bottom is frozen (``model`` has
+            ``frozen_blocks`` ≥ 1, ``stem_and_blocks(images, stop)`` and ``head(features, start)``,
+            see :class:`tkmia.models.EfficientNetLite0`): the frozen blocks' output is computed once
+            per image (:func:`frozen_features`) and the epochs run on it, ``flip`` flipping the
+            feature maps; the history also records ``feature_seconds``.
 
     Returns:
         A :class:`TrainResult` (the model is trained in place and left in eval mode).
     """
+    if cached_features:
+        start_block = getattr(model, "frozen_blocks", 0)
+        if not isinstance(start_block, int) or start_block < 1:
+            raise ValueError(f"model.frozen_blocks={start_block!r}; cached_features (finetune_frozen) "
+                             "needs >= 1 frozen block")
+        if adversary is not None:
+            raise ValueError("adversary and cached_features=True cannot be combined: the attack needs "
+                             "images, the cached loop sees features; train end to end "
+                             "(cached_features=False)")
     epochs, batch_size = check_settings(epochs, batch_size, lr, optimizer, schedule)
     if adversary is not None:
         if not isinstance(adversary, Adversary):
@@ -341,13 +388,23 @@ def train_model(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
+    start = time.perf_counter()
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if cached_features:
+        train_set = _Features(*frozen_features(model, train_set, batch_size, device))
+        if val_set is not None:
+            val_set = _Features(*frozen_features(model, val_set, batch_size, device))
+        feature_seconds = time.perf_counter() - start
+
+        def forward(features: torch.Tensor) -> torch.Tensor:
+            return model.head(features, start_block)
+
     steps_per_epoch = -(-len(train_set) // batch_size)
     opt, scheduler = make_optimizer(model, optimizer, lr, weight_decay, momentum, schedule,
                                     epochs * steps_per_epoch)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     attack = adversary.build(model) if adversary is not None else None
     result = TrainResult()
-    start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         total, seen = 0.0, 0
@@ -366,7 +423,7 @@ def train_model(
             if adversarial:
                 images, adv, success = adversary.craft(attack, model, images, labels, generator)
                 n_adv, n_success = n_adv + adv, n_success + success
-            loss = loss_fn(model(images), labels)
+            loss = loss_fn(forward(images), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -384,10 +441,12 @@ def train_model(
             record["adv_fraction"] = n_adv / max(seen, 1)
             record["adv_success"] = n_success / n_adv if n_adv else float("nan")
         if val_set is not None:
-            metrics = evaluate(model, val_set, k=k, device=device)
+            metrics = evaluate(model, val_set, k=k, device=device, forward=forward)
             record["val_map"] = metrics["map"]
             record["val_precision_at_k"] = metrics["precision_at_k"]
         record["seconds"] = time.perf_counter() - start
+        if cached_features:
+            record["feature_seconds"] = feature_seconds
         result.history.append(record)
         if snapshots:
             result.snapshots[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
