@@ -13,33 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from tkmia.metrics import precision_at_k
-from tkmia.training import (
-    TrainResult,
-    batches,
-    check_settings,
-    make_optimizer,
-    mean_average_precision,
-)
+from tkmia.training import TrainResult, frozen_features, train_model
 
-
-@torch.no_grad()
-def frozen_features(model: nn.Module, dataset: Dataset, batch_size: int = 64,
-                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(features (N, c, h, w) after the frozen blocks, labels (N, C))`` of a whole dataset."""  # fmt: skip
-    model.eval()
-    feats, labels = [], []
-    for images, y in batches(dataset, batch_size, shuffle=False, generator=None):
-        feats.append(model.stem_and_blocks(images.to(device), model.frozen_blocks).cpu())
-        labels.append(y.float())
-    return torch.cat(feats), torch.cat(labels)
+__all__ = ["finetune_frozen", "frozen_features"]
 
 
 def finetune_frozen(
@@ -63,9 +43,9 @@ def finetune_frozen(
 ) -> TrainResult:
     """Train the unfrozen top of ``model`` with BCE-with-logits (sum), as :func:`tkmia.training.train_model`.
 
-    The arguments not listed below (the datasets, ``epochs``, ``batch_size``, ``lr``, ``optimizer``,
-    ``schedule``, ``weight_decay``, ``momentum``, ``seed``, ``k``, ``device``, ``progress``) are those
-    of :func:`tkmia.training.train_model`.
+    ``train_model(..., cached_features=True)``: the arguments not listed below (the datasets,
+    ``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``schedule``, ``weight_decay``, ``momentum``,
+    ``seed``, ``k``, ``device``, ``progress``) are those of :func:`tkmia.training.train_model`.
 
     Args:
         model: has ``frozen_blocks`` (>= 1), ``stem_and_blocks(images, stop)`` and
@@ -76,56 +56,7 @@ def finetune_frozen(
     Returns:
         A :class:`tkmia.training.TrainResult`; its history also records ``feature_seconds``.
     """
-    start_block = getattr(model, "frozen_blocks", 0)
-    if not isinstance(start_block, int) or start_block < 1:
-        raise ValueError(f"model.frozen_blocks={start_block!r}; finetune_frozen needs >= 1 frozen block")
-    epochs, batch_size = check_settings(epochs, batch_size, lr, optimizer, schedule)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model.to(device)
-    begin = time.perf_counter()
-    x_train, y_train = frozen_features(model, train_set, batch_size, device)
-    x_val, y_val = None, None
-    if val_set is not None:
-        x_val, y_val = frozen_features(model, val_set, batch_size, device)
-    feature_seconds = time.perf_counter() - begin
-    steps = -(-len(x_train) // batch_size)
-    opt, scheduler = make_optimizer(model, optimizer, lr, weight_decay, momentum, schedule, epochs * steps)
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-    result = TrainResult()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        total = 0.0
-        bar = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}/{epochs}",
-                   disable=not progress, leave=False, unit="batch")  # fmt: skip
-        for i in bar:
-            idx = order[i : i + batch_size]
-            x, y = x_train[idx].to(device), y_train[idx].to(device)
-            if flip:
-                mask = torch.rand(len(idx), generator=generator) < 0.5
-                x = torch.where(mask.to(device)[:, None, None, None], x.flip(3), x)
-            loss = loss_fn(model.head(x, start_block), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += float(loss.detach())
-        record = {"epoch": epoch, "loss": total / len(x_train)}
-        if x_val is not None:
-            model.eval()
-            with torch.no_grad():
-                scores = torch.cat([model.head(x_val[j : j + 256].to(device), start_block).cpu()
-                                    for j in range(0, len(x_val), 256)])  # fmt: skip
-            record["val_map"] = mean_average_precision(scores, y_val)
-            record["val_precision_at_k"] = float(precision_at_k(scores, y_val, k).mean())
-        record["seconds"] = time.perf_counter() - begin
-        record["feature_seconds"] = feature_seconds
-        result.history.append(record)
-        if progress:
-            extra = f" val mAP {record['val_map']:.4f}" if x_val is not None else ""
-            tqdm.write(f"epoch {epoch}/{epochs}: loss {record['loss']:.4f}{extra}")
-    result.seconds = time.perf_counter() - begin
-    model.eval()
-    return result
+    return train_model(model, train_set, val_set, epochs=epochs, batch_size=batch_size, lr=lr,
+                       optimizer=optimizer, schedule=schedule, weight_decay=weight_decay, momentum=momentum,
+                       flip=flip, seed=seed, k=k, device=device, num_workers=num_workers, progress=progress,
+                       cached_features=True)  # fmt: skip

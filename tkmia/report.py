@@ -10,19 +10,21 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+from torch import Tensor, nn
 
-from tkmia.attacks import METHODS, AttackResult
+from tkmia.attacks import METHODS, Attack, AttackResult
 from tkmia.experiments import SETTING_COLUMNS
 from tkmia.metrics import MEASURES, WATCHED_MEASURES
+from tkmia.selection import GlobalSelection, RandomSelection
 
 __all__ = ["summarize", "group_summary", "OVER_SUCCESSFUL", "result_samples", "with_deltas",
            "format_table", "SUMMARY_COLUMNS", "SETTING_COLUMNS", "KEY_COLUMNS", "load_records",
            "varying_settings", "compare_with_paper", "CLAIM_MAJORITY", "CLAIM_VERDICTS", "claim_verdict",
-           "claim_frame"]
+           "claim_frame", "robustness"]
 
 #: The imperceptible rate from which TkMIA's measures stay unchanged on "most" images (the claim).
 CLAIM_MAJORITY = 0.5
@@ -139,6 +141,42 @@ def summarize(records: pd.DataFrame, by: tuple[str, ...] = ("scheme", "k", "meth
         table["_order"] = table["method"].map(order)
         table = table.sort_values([*(c for c in by if c != "method"), "_order"]).drop(columns="_order")
     return table.reset_index(drop=True)[[*by, *SUMMARY_COLUMNS]]
+
+
+def robustness(model: nn.Module, images: Tensor, labels: Tensor, attacks: Mapping[str, Attack],
+               selection: GlobalSelection | RandomSelection, k: int) -> pd.DataFrame:
+    """How robust ``model`` is on one batch: each attack run once, summarised by :func:`group_summary`.
+
+    Args:
+        model: the victim; every attack must be built on it, with top-k size ``k``.
+        images: (N, 3, H, W) in the attacks' box; labels: (N, C) in {0, 1}.
+        attacks: name -> attack; the name is the table's ``method``.
+        selection: the scheme giving each image its specified labels.
+        k: the top-k size.
+
+    Returns:
+        One row per attack, in the order of ``attacks``: ``method`` then :data:`SUMMARY_COLUMNS`
+        (success and imperceptible rates over eligible images, ``pert_l2_255`` the mean Pert in
+        0–255 over successful ones, NaN where none succeeded; ``n = 0`` and NaN for an attack no
+        image is eligible for).
+    """
+    if not attacks:
+        raise ValueError("attacks is empty; pass name -> attack, e.g. {'tkmia': TkMIA(model, k)}")
+    if not isinstance(selection, GlobalSelection | RandomSelection):
+        raise TypeError("selection must be a selection scheme (tkmia.selection.GlobalSelection or "
+                        f"RandomSelection), got {type(selection).__name__}")
+    frames = []
+    for name, attack in attacks.items():
+        if not isinstance(attack, Attack):
+            raise TypeError(f"attacks[{name!r}] must be a tkmia.attacks.Attack, got {type(attack).__name__}")
+        if attack.model is not model or attack.k != k:
+            raise ValueError(f"attacks[{name!r}] must be built on model with k={k}, got k={attack.k} on "
+                             f"{'that' if attack.model is model else 'another'} model")
+        frames.append(result_samples(attack(images, labels, selection)).assign(method=name))
+    table = group_summary(pd.concat(frames, ignore_index=True), ["method"], SUMMARY_COLUMNS[3:], sort=False)
+    table = table.set_index("method").reindex(list(attacks))  # an attack with no eligible image: NaN
+    table["n"] = table["n"].fillna(0).astype(int)
+    return table.reset_index()
 
 
 #: Columns printed with 3 significant digits (1e-05 and 2e-05 read differently).

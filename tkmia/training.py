@@ -3,14 +3,15 @@
 :func:`train_model` fits a model on a dataset and returns a :class:`TrainResult` (per-epoch history,
 seconds); :func:`evaluate` gives mAP and P@k of a model on a dataset; :func:`save_checkpoint` writes
 the weights and a JSON metadata file side by side. The victim cache (:mod:`tkmia.victims`) builds on
-these.
+these. An :class:`Adversary` given to :func:`train_model` makes it adversarial training: part of
+each batch is replaced by examples an attack crafts against the current weights.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import tkmia
+from tkmia import attacks
 from tkmia._checks import int_in
 from tkmia._io import atomic_write, write_json
+from tkmia.selection import GlobalSelection, RandomSelection
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle")
@@ -95,7 +98,8 @@ class TrainResult:
 
     Attributes:
         history: one dict per epoch: ``epoch``, ``loss`` (mean BCE sum per image), ``val_map``,
-            ``val_precision_at_k``, ``seconds`` (since the start).
+            ``val_precision_at_k``, ``seconds`` (since the start); with an :class:`Adversary`, also
+            ``adv_fraction`` and ``adv_success`` (see :func:`train_model`).
         seconds: wall-clock training time, validation included.
         snapshots: ``epoch -> state dict`` (CPU copies) after each epoch, when
             :func:`train_model` was asked to keep them.
@@ -126,18 +130,23 @@ def batches(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu",
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Scores of ``model`` (in eval mode) on every sample of ``dataset``.
+
+    ``forward`` (default ``model``) maps a batch of the dataset's inputs to scores (N, C), e.g.
+    the top of a model on cached features.
 
     Returns:
         ``(scores, labels)``, both (N, C) on the CPU.
     """
     was_training = model.training
     model.eval()
+    forward = model if forward is None else forward
     scores, labels = [], []
     for images, y in batches(dataset, batch_size, shuffle=False, generator=None):
-        scores.append(model(images.to(device)).float().cpu())
+        scores.append(forward(images.to(device)).float().cpu())
         labels.append(y.float())
     model.train(was_training)
     return torch.cat(scores), torch.cat(labels)
@@ -149,13 +158,14 @@ def evaluate(
     k: int = 3,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """mAP (over classes) and mean P@k of a model on a dataset.
+    """mAP (over classes) and mean P@k of a model on a dataset (``forward`` as :func:`predict`).
 
     Returns:
         ``{"map": ..., "precision_at_k": ..., "k": k, "n_images": N}``.
     """
-    scores, labels = predict(model, dataset, batch_size, device)
+    scores, labels = predict(model, dataset, batch_size, device, forward)
     return score_summary(scores, labels, k)
 
 
@@ -171,6 +181,32 @@ def score_summary(scores: torch.Tensor, labels: torch.Tensor, k: int = 3) -> dic
         "k": k,
         "n_images": len(labels),
     }
+
+
+@torch.no_grad()
+def frozen_features(model: nn.Module, dataset: Dataset, batch_size: int = 64,
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features (N, c, h, w) after the frozen blocks, labels (N, C))`` of a whole dataset, on the CPU.
+
+    ``model`` has ``frozen_blocks`` and ``stem_and_blocks(images, stop)`` (see
+    :class:`tkmia.models.EfficientNetLite0`); it is left in eval mode.
+    """  # fmt: skip
+    model.eval()
+    feats, labels = [], []
+    for images, y in batches(dataset, batch_size, shuffle=False, generator=None):
+        feats.append(model.stem_and_blocks(images.to(device), model.frozen_blocks).cpu())
+        labels.append(y.float())
+    return torch.cat(feats), torch.cat(labels)
+
+
+class _Features:
+    """Cached features (N, c, h, w) and labels (N, C) as an in-memory dataset for :func:`batches`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
 
 
 def check_settings(epochs, batch_size, lr, optimizer: str, schedule: str) -> tuple[int, int]:
@@ -199,6 +235,90 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: fl
     return opt, scheduler
 
 
+@dataclass(frozen=True)
+class Adversary:
+    """Adversarial training for :func:`train_model` (Madry-style: adversarial rows *replace* clean ones).
+
+    In every batch of an adversarial epoch, ``round(ratio · n)`` of its n rows, drawn at random
+    (the training seed's generator), are attacked against the current weights (the model in eval
+    mode, so BatchNorm statistics do not move); each of them that the scheme finds eligible is
+    replaced by the attack's ``adv_images`` (detached: the last iterate when the attack did not
+    succeed), the others stay clean. The loss is the usual BCE sum over the whole mixed batch.
+
+    Attributes:
+        attack: a name of :data:`tkmia.attacks.REGISTRY` (built as ``get(attack)(model, **options)``)
+            or a factory ``model -> Attack`` (it must build the attack on the model it is given).
+        selection: the scheme (:class:`~tkmia.selection.GlobalSelection` or
+            :class:`~tkmia.selection.RandomSelection`) giving each row its specified labels.
+        ratio: the fraction of each batch that is attacked, in (0, 1].
+        start_epoch: warm-up: epochs 1 .. start_epoch are clean; 0 ≤ start_epoch < epochs.
+        options: keyword arguments of the attack class when ``attack`` is a name (``k`` among them,
+            e.g. ``{"k": 3, "max_iter": 20, "lr": 1e-2}``); must be empty with a factory.
+    """
+
+    attack: str | Callable[[nn.Module], attacks.Attack]
+    selection: GlobalSelection | RandomSelection
+    ratio: float = 1.0
+    start_epoch: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.attack, str):
+            attacks.get(self.attack)  # the registry's error for an unknown name
+            if "k" not in self.options:
+                raise ValueError(f"options={dict(self.options)!r} lack 'k', the top-k size the attack "
+                                 f"{self.attack!r} needs; e.g. options={{'k': 3}}")
+        elif not callable(self.attack):
+            raise TypeError(f"attack must be a name of tkmia.attacks.REGISTRY ({list(attacks.REGISTRY)}) "
+                            f"or a factory model -> Attack, got {type(self.attack).__name__}")
+        elif self.options:
+            raise ValueError(f"options={dict(self.options)!r} apply to an attack given by name only; "
+                             "with a factory, pass them to the attack inside the factory")
+        if not isinstance(self.selection, GlobalSelection | RandomSelection):
+            raise TypeError("selection must be a selection scheme (tkmia.selection.GlobalSelection or "
+                            f"RandomSelection), got {type(self.selection).__name__}")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio={self.ratio!r}; expected a number in (0, 1], the fraction of each "
+                             "batch replaced by adversarial examples")
+        int_in(self.start_epoch, "start_epoch", 0)
+
+    def build(self, model: nn.Module) -> attacks.Attack:
+        """The attack on ``model`` (the model being trained, so it sees the current weights)."""
+        if isinstance(self.attack, str):
+            return attacks.get(self.attack)(model, **self.options)
+        attack = self.attack(model)
+        if not isinstance(attack, attacks.Attack) or attack.model is not model:
+            raise ValueError(f"the attack factory {self.attack!r} must return a tkmia.attacks.Attack built "
+                             f"on the model it is given, got {attack!r}")
+        return attack
+
+    def craft(self, attack: attacks.Attack, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, int, int]:
+        """One batch with ``round(ratio · n)`` random rows attacked (model in eval mode, restored after).
+
+        Args:
+            images: (n, 3, H, W) in the attack's box; labels: (n, C) in {0, 1}.
+
+        Returns:
+            ``(mixed images (n, 3, H, W) detached, adversarial rows, successes among them)``;
+            the adversarial rows are those attacked and eligible.
+        """
+        n = len(images)
+        m = max(1, round(self.ratio * n))
+        rows = torch.randperm(n, generator=generator)[:m].to(images.device)
+        was_training = model.training
+        model.eval()
+        try:
+            result = attack(images[rows], labels[rows], self.selection)
+        finally:
+            model.train(was_training)
+        eligible = result.eligible.to(images.device)
+        mixed = images.clone()
+        mixed[rows[eligible]] = result.adv_images.detach().to(images.dtype)[eligible]
+        n_adv = int(eligible.sum())
+        return mixed, n_adv, int((result.success.to(images.device) & eligible).sum())
+
+
 def train_model(
     model: nn.Module,
     train_set: Dataset,
@@ -218,6 +338,8 @@ def train_model(
     num_workers: int = 0,
     progress: bool = True,
     snapshots: bool = False,
+    adversary: Adversary | None = None,
+    cached_features: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place with BCE-with-logits (reduction sum) and validate after each epoch.
 
@@ -233,23 +355,61 @@ def train_model(
         k: the k of the validation P@k.
         progress: show tqdm bars.
         snapshots: keep a CPU copy of the weights after each epoch (``result.snapshots``).
+        adversary: adversarial training (see :class:`Adversary`); the history then also has
+            ``adv_fraction`` (adversarial rows / rows trained on, 0 in warm-up epochs) and
+            ``adv_success`` (the attack's success rate over the rows it found eligible; NaN
+            where none). None: clean training.
+        cached_features: train only the top of a model whose bottom is frozen (``model`` has
+            ``frozen_blocks`` ≥ 1, ``stem_and_blocks(images, stop)`` and ``head(features, start)``,
+            see :class:`tkmia.models.EfficientNetLite0`): the frozen blocks' output is computed once
+            per image (:func:`frozen_features`) and the epochs run on it, ``flip`` flipping the
+            feature maps; the history also records ``feature_seconds``.
 
     Returns:
         A :class:`TrainResult` (the model is trained in place and left in eval mode).
     """
+    if cached_features:
+        start_block = getattr(model, "frozen_blocks", 0)
+        if not isinstance(start_block, int) or start_block < 1:
+            raise ValueError(f"model.frozen_blocks={start_block!r}; cached_features (finetune_frozen) "
+                             "needs >= 1 frozen block")
+        if adversary is not None:
+            raise ValueError("adversary and cached_features=True cannot be combined: the attack needs "
+                             "images, the cached loop sees features; train end to end "
+                             "(cached_features=False)")
     epochs, batch_size = check_settings(epochs, batch_size, lr, optimizer, schedule)
+    if adversary is not None:
+        if not isinstance(adversary, Adversary):
+            raise TypeError("adversary must be a tkmia.training.Adversary or None, "
+                            f"got {type(adversary).__name__}")
+        if adversary.start_epoch >= epochs:
+            raise ValueError(f"adversary.start_epoch={adversary.start_epoch} leaves no adversarial epoch "
+                             f"of epochs={epochs}; use start_epoch < epochs")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
+    start = time.perf_counter()
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if cached_features:
+        train_set = _Features(*frozen_features(model, train_set, batch_size, device))
+        if val_set is not None:
+            val_set = _Features(*frozen_features(model, val_set, batch_size, device))
+        feature_seconds = time.perf_counter() - start
+
+        def forward(features: torch.Tensor) -> torch.Tensor:
+            return model.head(features, start_block)
+
     steps_per_epoch = -(-len(train_set) // batch_size)
     opt, scheduler = make_optimizer(model, optimizer, lr, weight_decay, momentum, schedule,
                                     epochs * steps_per_epoch)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    attack = adversary.build(model) if adversary is not None else None
     result = TrainResult()
-    start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         total, seen = 0.0, 0
+        n_adv = n_success = 0
+        adversarial = adversary is not None and epoch > adversary.start_epoch
         bar = tqdm(
             batches(train_set, batch_size, True, generator, num_workers),
             total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", disable=not progress,
@@ -260,7 +420,10 @@ def train_model(
             if flip:
                 mask = torch.rand(len(images), generator=generator) < 0.5
                 images = torch.where(mask.to(device)[:, None, None, None], images.flip(3), images)
-            loss = loss_fn(model(images), labels)
+            if adversarial:
+                images, adv, success = adversary.craft(attack, model, images, labels, generator)
+                n_adv, n_success = n_adv + adv, n_success + success
+            loss = loss_fn(forward(images), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -268,13 +431,22 @@ def train_model(
                 scheduler.step()
             total += float(loss.detach())
             seen += len(images)
-            bar.set_postfix(loss=f"{total / seen:.3f}")
+            if adversary is None:
+                bar.set_postfix(loss=f"{total / seen:.3f}")
+            else:
+                bar.set_postfix(loss=f"{total / seen:.3f}", adv_fraction=f"{n_adv / seen:.2f}",
+                                adv_success=f"{n_success / n_adv:.2f}" if n_adv else "-")
         record = {"epoch": epoch, "loss": total / max(seen, 1)}
+        if adversary is not None:
+            record["adv_fraction"] = n_adv / max(seen, 1)
+            record["adv_success"] = n_success / n_adv if n_adv else float("nan")
         if val_set is not None:
-            metrics = evaluate(model, val_set, k=k, device=device)
+            metrics = evaluate(model, val_set, k=k, device=device, forward=forward)
             record["val_map"] = metrics["map"]
             record["val_precision_at_k"] = metrics["precision_at_k"]
         record["seconds"] = time.perf_counter() - start
+        if cached_features:
+            record["feature_seconds"] = feature_seconds
         result.history.append(record)
         if snapshots:
             result.snapshots[epoch] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
