@@ -37,7 +37,8 @@ def slow_certified(lower, upper, truth, k, k_base, sigma, radius, slack=0.0) -> 
 
     For e, an attacker keeps at most e - 1 true labels in the top k when some set A* of t - e + 1
     true labels all fall below some set B* of k - e + 1 other labels. Every non-empty T ⊆ A* bounds
-    max_{A*} p(x+δ) from below and every T ⊆ B* bounds min_{B*} p(x+δ) from above; e is certified when
+    max_{A*} p(x+δ) from below and every T ⊆ B* bounds min_{B*} p(x+δ) from above, and so does each
+    single label alone by Φ(Φ⁻¹(p) ∓ R/σ) (MultiGuard's theorem keeps both kinds); e is certified when
     the weakest A* still beats the strongest B*. ``slack`` > 0 demands a margin, < 0 grants one.
     """
     true = [j for j in range(len(truth)) if truth[j]]
@@ -49,17 +50,19 @@ def slow_certified(lower, upper, truth, k, k_base, sigma, radius, slack=0.0) -> 
             continue
         left = min(
             max(
-                _term(sum(lower[j] for j in sub), len(sub), k_base, -radius / sigma)
-                for size in range(1, len(group) + 1)
-                for sub in itertools.combinations(group, size)
+                *(_term(sum(lower[j] for j in sub), len(sub), k_base, -radius / sigma)
+                  for size in range(1, len(group) + 1)
+                  for sub in itertools.combinations(group, size)),
+                *(_term(lower[j], 1, 1, -radius / sigma) for j in group),  # one label: Cohen's bound
             )
             for group in itertools.combinations(true, len(true) - e + 1)
         )
         right = max(
             min(
-                _term(sum(upper[j] for j in sub), len(sub), k_base, radius / sigma)
-                for size in range(1, len(group) + 1)
-                for sub in itertools.combinations(group, size)
+                *(_term(sum(upper[j] for j in sub), len(sub), k_base, radius / sigma)
+                  for size in range(1, len(group) + 1)
+                  for sub in itertools.combinations(group, size)),
+                *(_term(upper[j], 1, 1, radius / sigma) for j in group),
             )
             for group in itertools.combinations(other, k - e + 1)
         )

@@ -10,16 +10,17 @@ The theorem, as this module computes it. Sort the lower bounds of the t true lab
 p̲_{a_1} ≥ … ≥ p̲_{a_t}, and the upper bounds of the m = C - t other labels, p̄_{b_1} ≥ … ≥ p̄_{b_m}.
 Then |L(x) ∩ g(x + δ)| ≥ e for every ‖δ‖₂ ≤ R when
 
-    max_{u=1..t-e+1} (k'/u) Φ(Φ⁻¹(A_u / k') - R/σ)  >  min_{v=1..k-e+1} (k'/v) Φ(Φ⁻¹(B_v / k') + R/σ),
+    max{Φ(Φ⁻¹(p̲_{a_e}) - R/σ), max_{u=1..t-e+1} (k'/u) Φ(Φ⁻¹(A_u / k') - R/σ)}
+        >  min{Φ(Φ⁻¹(p̄_{b_{k-e+1}}) + R/σ), min_{v=1..k-e+1} (k'/v) Φ(Φ⁻¹(B_v / k') + R/σ)},
 
-with A_u = p̲_{a_e} + … + p̲_{a_{e+u-1}} and B_v = p̄_{b_{k-e+2-v}} + … + p̄_{b_{k-e+1}} (arguments of Φ⁻¹
-clipped to [0, 1]). When k - e + 1 > m the right side is empty (-∞): k - m true labels are in every
-top-k set. The certified intersection size is the largest such e ≤ min(k, t), 0 when there is none
-(the search over e). The bounds are one-sided Clopper–Pearson bounds at level α/C each (Bonferroni
-over the C labels: the certificate uses one bound per label), so all of them hold together with
-probability ≥ 1 - α.
-
-Chapter: none yet (issue 20).
+with A_u = p̲_{a_e} + … + p̲_{a_{e+u-1}} and B_v = p̄_{b_{k-e+2-v}} + … + p̄_{b_{k-e+1}} (arguments of
+Φ⁻¹ clipped to [0, 1]); the one-label terms are the bound of a single label's probability (Cohen,
+Rosenfeld and Kolter 2019). With k' > 1 both are tighter than the u = 1 and v = 1 terms: x ↦ Φ(Φ⁻¹(x) -
+c) is convex and x ↦ Φ(Φ⁻¹(x) + c) concave for c > 0, both 0 at 0. When k - e + 1 > m the right side is
+empty (-∞): k - m true labels are in every top-k set. The certified intersection size is the largest such
+e ≤ min(k, t), 0 when there is none (the search over e). The bounds are one-sided Clopper–Pearson bounds
+at level α/C each (Bonferroni over the C labels: the certificate uses one bound per label), so all of
+them hold together with probability ≥ 1 - α.
 """
 
 from __future__ import annotations
@@ -211,6 +212,10 @@ class _Sides:
         self.possible = e[None, :] <= t[:, None]
         self.za = torch.special.ndtri((sum_a / k_base).clamp(0, 1))
         self.zb = torch.special.ndtri((sum_b / k_base).clamp(0, 1))
+        # the one-label terms Φ(Φ⁻¹(p̲_{a_e}) − R/σ) and Φ(Φ⁻¹(p̄_{b_{k−e+1}}) + R/σ) (Cohen et al.'s bound
+        # of one label's probability), tighter than the u = 1 and v = 1 terms when k' > 1
+        self.za1 = torch.special.ndtri(a[:, (e - 1).clamp_max(num_classes - 1)].clamp(0, 1))       # (N, k)
+        self.zb1 = torch.special.ndtri(b[:, (top - 1).clamp_max(num_classes - 1)].clamp(0, 1))     # (N, k)
         self.scale_u = k_base / u.to(torch.float64)
         self.scale_v = k_base / v.to(torch.float64)
 
@@ -218,8 +223,10 @@ class _Sides:
         """Whether the condition holds for e = 1..k at R/σ = ``shift`` (N or 1, k or 1, Q) -> (N, k, Q)."""
         left = self.scale_u * torch.special.ndtr(self.za[:, :, None, :] - shift[..., None])
         left = torch.where(self.ua[:, :, None, :], left, -math.inf).amax(-1)          # (N, k, Q)
+        left = torch.maximum(left, torch.special.ndtr(self.za1[:, :, None] - shift))
         right = self.scale_v * torch.special.ndtr(self.zb[:, :, None, :] + shift[..., None])
         right = torch.where(self.vb[:, :, None, :], right, math.inf).amin(-1)
+        right = torch.minimum(right, torch.special.ndtr(self.zb1[:, :, None] + shift))
         right = torch.where(self.free[:, :, None], -math.inf, right)
         return (left > right) & self.possible[:, :, None]
 
